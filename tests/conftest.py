@@ -1,0 +1,81 @@
+"""Session-wide real servers: one PostgreSQL (embedded binaries, TCP on 127.0.0.1) and one
+real PgBouncer in transaction mode in front of it; a fresh database per test, cloned from a
+migrated template."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+from worker.embedded_pg import EmbeddedPostgres
+from worker.migrate import migrate
+from worker.settings import Settings
+
+TEMPLATE = "sw_template"
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_base() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="swtest-", dir="/tmp"))
+    base.chmod(0o755)  # the server's own account must traverse it
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(pg_base / "data", tcp=True, fast=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def admin_dsn(server: EmbeddedPostgres, dbname: str = "postgres") -> str:
+    return f"postgresql://postgres@127.0.0.1:{server.port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: EmbeddedPostgres) -> str:
+    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    asyncio.run(migrate(admin_dsn(pg_server, TEMPLATE), Settings(database_url="unused")))
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def bouncer(pg_server: EmbeddedPostgres, pg_base: Path) -> Iterator[PgBouncer]:
+    if find_pgbouncer() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
+        pytest.skip("pgbouncer is not installed")
+    server = PgBouncer(pg_base / "bouncer", pg_server.port, pool_size=4)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for one test; returns its name."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield name
+    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def direct_dsn(pg_server: EmbeddedPostgres, database: str) -> str:
+    return admin_dsn(pg_server, database)

@@ -1,0 +1,37 @@
+"""Error classification and the retry delay, as pure functions."""
+
+from __future__ import annotations
+
+import random
+
+import asyncpg
+import pytest
+
+from worker.errors import PermanentJobError, RetryableJobError, describe, is_permanent, retry_delay
+
+
+def test_retry_delay_doubles_and_is_capped():
+    rng = random.Random(1)
+    delays = [retry_delay(a, base=2, cap=60, rng=rng) for a in range(1, 8)]
+    for attempt, delay in enumerate(delays, start=1):
+        expected = min(60, 2 * 2 ** (attempt - 1))
+        assert expected * 0.9 <= delay <= min(60, expected * 1.1)
+    assert delays[-1] == pytest.approx(60, rel=0.1)
+
+
+def test_database_errors_are_classified_by_sqlstate():
+    assert is_permanent(asyncpg.exceptions.DivisionByZeroError("x"))  # 22012
+    assert is_permanent(asyncpg.exceptions.UniqueViolationError("x"))  # 23505
+    assert not is_permanent(asyncpg.exceptions.DeadlockDetectedError("x"))  # 40P01
+    assert not is_permanent(asyncpg.exceptions.AdminShutdownError("x"))  # 57P01
+    assert not is_permanent(ConnectionResetError())
+    assert is_permanent(PermanentJobError("bad"))
+    assert not is_permanent(RetryableJobError("later", delay=3))
+
+
+def test_describe_is_one_readable_line():
+    assert describe(ValueError("bad value")) == "ValueError: bad value"
+    assert describe(TimeoutError()) == "TimeoutError"
+    assert describe(PermanentJobError("invalid payload")) == "invalid payload"
+    exc = asyncpg.exceptions.DivisionByZeroError("division by zero")
+    assert describe(exc).startswith("database error 22012: division by zero")

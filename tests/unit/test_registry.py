@@ -1,0 +1,37 @@
+"""Payload validation gives messages a person can act on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.errors import PermanentJobError
+from worker.jobs.registry import default_registry
+
+BAD = [
+    ("noop", "[]", "expected a JSON object, got an array"),
+    ("noop", '"x"', "expected a JSON object, got a string"),
+    ("noop", "null", "expected a JSON object, got null"),
+    ("noop", "3", "expected a JSON object, got a number"),
+    ("noop", "true", "expected a JSON object, got a boolean"),
+    ("noop", '{"seconds": "abc"}', 'seconds: Input should be a valid number, unable to parse string as a number (got "abc")'),
+    ("noop", '{"seconds": -5}', "seconds: Input should be greater than or equal to 0 (got -5)"),
+    ("noop", '{"seconds": 1e9}', "seconds: Input should be less than or equal to 86400"),
+    ("noop", '{"seconds": [1]}', "seconds: Input should be a valid number"),
+    ("noop", '{"extra": 1}', "extra: Extra inputs are not permitted (got 1)"),
+    ("nope", "{}", "unknown job type 'nope' (known types: noop"),
+    ("", "{}", "unknown job type ''"),
+]
+
+
+@pytest.mark.parametrize("job_type, payload, message", BAD)
+def test_bad_payloads_raise_readable_permanent_errors(job_type, payload, message):
+    with pytest.raises(PermanentJobError) as info:
+        default_registry().resolve(job_type, payload)
+    assert message in str(info.value)
+
+
+def test_valid_noop_payload():
+    job_type, payload = default_registry().resolve("noop", json.dumps({"seconds": 1.5}))
+    assert job_type.name == "noop" and payload.seconds == 1.5

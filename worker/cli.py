@@ -1,0 +1,165 @@
+"""`sitemap-worker` command line: migrate, run, enqueue, status, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import db
+from .database import Urls, open_database
+from .migrate import migrate
+from .settings import Settings
+from .sql import q
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitemap-worker",
+        description="Postgres-native job queue worker that scans websites' sitemaps. "
+        "Uses DATABASE_URL, or an embedded PostgreSQL when it is unset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="apply the SQL migrations (safe to repeat, and concurrently)")
+
+    run = sub.add_parser("run", help="run the worker until SIGINT/SIGTERM")
+    run.add_argument("--concurrency", type=int, help="jobs at once (default WORKER_CONCURRENCY, 10)")
+    run.add_argument("--burst", action="store_true", help="exit once no runnable job is left")
+    run.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
+
+    enqueue = sub.add_parser("enqueue", help="insert jobs and print their ids")
+    enqueue.add_argument("domains", nargs="*", metavar="DOMAIN", help="one sitemap_scan job each")
+    enqueue.add_argument("--max-urls", type=int, help="cap on stored URLs per scan")
+    enqueue.add_argument("--job-type", help="another job type, e.g. noop (with --payload)")
+    enqueue.add_argument("--payload", default="{}", help="JSON payload for --job-type")
+    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first")
+    enqueue.add_argument("--max-attempts", type=int, help="attempts before failing (default 3)")
+    enqueue.add_argument("--wait", action="store_true", help="show progress until the jobs end")
+
+    status = sub.add_parser("status", help="one job's details, or a summary of recent jobs")
+    status.add_argument("job_id", nargs="?", type=int)
+    status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
+
+    bench = sub.add_parser("bench", help="measure queue throughput and pickup latency")
+    bench.add_argument("part", nargs="?", default="queue", choices=["queue"])
+    bench.add_argument("--jobs", type=int, default=10_000, help="jobs to drain")
+    bench.add_argument("--concurrency", type=int, default=10)
+    bench.add_argument("--latency-jobs", type=int, default=200)
+    bench.add_argument("--insert-seconds", type=float, default=5.0,
+                       help="length of each insert-throughput run")
+    bench.add_argument("--insert-clients", type=int, default=8)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(message)s")
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(_dispatch(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as urls:
+        if args.command == "migrate":
+            applied = await migrate(urls.listen, settings)
+            print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+            return 0
+        if args.command == "run":
+            from .runner import serve
+
+            if not args.no_migrate:
+                await migrate(urls.listen, settings)
+            await serve(urls, settings, concurrency=args.concurrency, burst=args.burst)
+            return 0
+        if args.command == "bench":
+            from .bench import run_bench
+
+            await migrate(urls.listen, settings)
+            return await run_bench(urls, settings, args)
+        await migrate(urls.listen, settings)
+        if args.command == "enqueue":
+            return await _enqueue(urls, settings, args)
+        if args.command == "status":
+            return await _status(urls, settings, args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _payloads(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(job_type, payload json) per job to insert; argument errors exit with usage."""
+    if args.job_type:
+        if args.domains:
+            raise SystemExit("enqueue: give DOMAINs or --job-type, not both")
+        try:
+            json.loads(args.payload)
+        except ValueError as exc:
+            raise SystemExit(f"enqueue: --payload is not JSON: {exc}") from None
+        return [(args.job_type, args.payload)]
+    if not args.domains:
+        raise SystemExit("enqueue: give at least one DOMAIN, or --job-type")
+    extra = {"max_urls": args.max_urls} if args.max_urls is not None else {}
+    return [("sitemap_scan", json.dumps({"domain": d, **extra})) for d in args.domains]
+
+
+async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
+    jobs = _payloads(args)
+    conn = await db.connect(urls.work, settings)
+    try:
+        ids = []
+        async with db.transaction(conn, settings):
+            for job_type, payload in jobs:
+                ids.append(await conn.fetchval(q("enqueue_job"), job_type, payload,
+                                               args.priority, args.max_attempts, None))
+    finally:
+        await conn.close()
+    for job_id in ids:
+        print(job_id)
+    if not args.wait:
+        return 0
+    from .waiting import wait_for_jobs
+
+    rows = await wait_for_jobs(urls.listen, settings, ids)
+    return await _print_final(urls, settings, [r["id"] for r in rows])
+
+
+async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
+    from .report import job_detail
+
+    conn = await db.connect(urls.listen, settings)
+    try:
+        failed = False
+        for job_id in ids:
+            job = await conn.fetchrow(q("get_job"), job_id)
+            print(job_detail(job))
+            failed |= job["status"] != "completed"
+        return 1 if failed else 0
+    finally:
+        await conn.close()
+
+
+async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
+    from .report import job_detail, summary
+
+    conn = await db.connect(urls.listen, settings)
+    try:
+        if args.job_id is not None:
+            job = await conn.fetchrow(q("get_job"), args.job_id)
+            if job is None:
+                print(f"no job {args.job_id}", file=sys.stderr)
+                return 1
+            print(job_detail(job))
+            return 0
+        counts = await conn.fetch(q("count_by_status"))
+        recent = await conn.fetch(q("recent_jobs"), args.limit)
+        print(summary(counts, recent))
+        return 0
+    finally:
+        await conn.close()

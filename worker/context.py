@@ -1,0 +1,83 @@
+"""What a running job sees: its claimed row, and per-phase transactions guarded by ownership."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import db
+from .errors import JobLost, ShuttingDown
+from .settings import Settings
+from .sql import q
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """The row as the claim returned it."""
+
+    id: int
+    job_type: str
+    payload: str
+    attempts: int
+    max_attempts: int
+    priority: int = 0
+    parent_id: int | None = None
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> ClaimedJob:
+        return cls(row["id"], row["job_type"], row["payload"], row["attempts"],
+                   row["max_attempts"], row["priority"], row["parent_id"])
+
+
+class JobContext:
+    """Handed to a job's handler. Network I/O happens between phases, never inside one."""
+
+    def __init__(self, job: ClaimedJob, owner: str, pool: asyncpg.Pool, settings: Settings,
+                 stopping: asyncio.Event) -> None:
+        self.job = job
+        self.owner = owner
+        self.pool = pool
+        self.settings = settings
+        self._stopping = stopping
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def check(self) -> None:
+        """Raise ShuttingDown at a phase boundary once the worker is stopping."""
+        if self._stopping.is_set():
+            raise ShuttingDown("worker shutting down")
+
+    @asynccontextmanager
+    async def phase(self, progress: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """One short transaction on a pooled connection. The phase's writes commit together
+        with the job's progress and a renewed lease, and only while this worker still owns
+        the job: if it was cancelled or taken over, everything rolls back and JobLost
+        stops the work."""
+        self.check()
+        async with db.pooled_transaction(self.pool, self.settings) as conn:
+            yield conn
+            owned = await conn.fetchval(
+                q("record_progress"), self.job.id, self.owner, progress,
+                self.settings.lease.total_seconds(),
+            )
+            if owned is None:
+                raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, but give way at once to a shutdown: the job goes back to pending."""
+        self.check()
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise ShuttingDown("worker shutting down")
+
+    def extra(self) -> dict[str, Any]:
+        return {"job_id": self.job.id, "job_type": self.job.job_type}

@@ -1,0 +1,89 @@
+"""Pooled, prepare-free connections and the explicit short transaction every statement runs in.
+
+Everything here must work unchanged through PgBouncer/Supavisor in transaction mode: no
+statement cache, no prepare(), no cursors, no session state, nothing sent on release.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "sitemap-worker"
+
+
+async def _reset_only_open_transaction(conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's release-time reset query (UNLISTEN *, RESET ALL, ...): we keep no
+    session state, so only an open transaction needs ending, and an idle release costs no
+    round trip."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """Options shared by the pool and one-off connections."""
+    return {
+        "statement_cache_size": 0,
+        "max_cached_statement_lifetime": 0,
+        "server_settings": {"application_name": APPLICATION_NAME},
+        # A client-side cap a little above the server's statement_timeout catches
+        # half-open pooled sockets that the server can no longer answer on.
+        "command_timeout": settings.statement_timeout.total_seconds() + 5,
+    }
+
+
+async def create_pool(dsn: str, settings: Settings, *, size: int | None = None) -> asyncpg.Pool:
+    """min_size=0: asyncpg logs a traceback per failed refill while the database is down,
+    so the pool opens connections only when asked and the engine handles outages itself."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=size or settings.effective_pool_size,
+        max_inactive_connection_lifetime=120,
+        reset=_reset_only_open_transaction,
+        **connect_kwargs(settings),
+    )
+
+
+async def connect(dsn: str, settings: Settings, **extra: Any) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn, **{**connect_kwargs(settings), **extra})
+
+
+def _begin_sql(settings: Settings) -> str:
+    ms = int(settings.statement_timeout.total_seconds() * 1000)
+    # One round trip opens the transaction and bounds it; SET LOCAL dies with it, so
+    # nothing leaks to the next client of a pooled server connection.
+    return f"BEGIN; SET LOCAL statement_timeout = {ms}"
+
+
+@asynccontextmanager
+async def transaction(conn: asyncpg.Connection, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """An explicit short transaction: commit on success, roll back on any error or
+    cancellation (a connection that cannot even roll back is closed, never reused)."""
+    await conn.execute(_begin_sql(settings))
+    try:
+        yield conn
+    except BaseException:
+        try:
+            if not conn.is_closed():
+                await conn.execute("ROLLBACK")
+        except BaseException:
+            conn.terminate()
+        raise
+    await conn.execute("COMMIT")
+
+
+@asynccontextmanager
+async def pooled_transaction(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for exactly one transaction, released right after it."""
+    async with pool.acquire() as conn:
+        async with transaction(conn, settings):
+            yield conn

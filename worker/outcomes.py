@@ -1,0 +1,161 @@
+"""Writes jobs' final states, batched, each flush in its own transaction.
+
+Completions queue up while a flush is in flight and go out together in one statement (like
+group commit, with no timer). If a batch statement fails, each job is written alone, so one
+bad row can never roll back another job's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from . import db
+from .context import ClaimedJob
+from .errors import CONNECTION_ERRORS, describe
+from .settings import Settings
+from .sql import q
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["completed", "failed", "retry", "released"]
+
+BATCH_LIMIT = 1000
+
+
+@dataclass(slots=True)
+class Outcome:
+    job: ClaimedJob
+    kind: Kind
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    delay: float = 0.0
+    duration: float = field(default=0.0)
+
+
+class OutcomeWriter:
+    """Owns the final-status writes of one worker."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, owner: str) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._owner = owner
+        self._queue: list[Outcome] = []
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.written = 0
+
+    def submit(self, outcome: Outcome) -> None:
+        self._queue.append(outcome)
+        self._idle.clear()
+        self._ready.set()
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set()
+
+    async def wait_idle(self) -> None:
+        """Until every submitted outcome is written (or given up on)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """The flush loop; runs until cancelled."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._write_with_retry(batch)
+            self._idle.set()
+
+    async def _write_with_retry(self, batch: list[Outcome]) -> None:
+        """A dead connection or database is waited out (the lease covers the gap; once it
+        expires another worker re-runs the job, and our guarded write then touches nothing)."""
+        delay, deadline = 0.05, asyncio.get_running_loop().time() + self._settings.lease.total_seconds()
+        while True:
+            try:
+                await self._write(batch)
+                return
+            except CONNECTION_ERRORS as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    log.error("giving up writing %d job outcome(s): %s", len(batch), describe(exc))
+                    return
+                if delay == 0.05:
+                    log.warning("cannot write job outcomes yet (%s); retrying", describe(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        completed = [o for o in batch if o.kind == "completed"]
+        released = [o for o in batch if o.kind == "released"]
+        for start in range(0, len(completed), BATCH_LIMIT):
+            await self._complete(completed[start : start + BATCH_LIMIT])
+        if released:
+            await self._release(released)
+        for outcome in batch:
+            if outcome.kind in ("failed", "retry"):
+                await self._write_one(outcome)
+
+    async def _complete(self, chunk: list[Outcome]) -> None:
+        try:
+            async with db.pooled_transaction(self._pool, self._settings) as conn:
+                rows = await conn.fetch(
+                    q("complete_jobs"), self._owner,
+                    [o.job.id for o in chunk], [_dump(o.result) for o in chunk],
+                )
+        except CONNECTION_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            if len(chunk) > 1:  # isolate the bad row
+                for outcome in chunk:
+                    await self._complete([outcome])
+                return
+            # The result itself cannot be stored: the job fails with the database's reason.
+            only = chunk[0]
+            await self._write_one(Outcome(only.job, "failed", duration=only.duration,
+                                          error=f"could not store result: {describe(exc)}"))
+            return
+        self._report(chunk, {r["id"] for r in rows})
+
+    async def _release(self, outcomes: list[Outcome]) -> None:
+        async with db.pooled_transaction(self._pool, self._settings) as conn:
+            rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
+        self._report(outcomes, {r["id"] for r in rows})
+
+    async def _write_one(self, outcome: Outcome) -> None:
+        job = outcome.job
+        async with db.pooled_transaction(self._pool, self._settings) as conn:
+            if outcome.kind == "retry":
+                done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
+            else:
+                done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
+        self._report([outcome], {done} if done is not None else set())
+
+    def _report(self, outcomes: list[Outcome], written: set[int]) -> None:
+        """The job's end-of-run log line; a guard that touched nothing is said plainly."""
+        self.written += len(written)
+        for o in outcomes:
+            job = o.job
+            if job.id not in written:
+                log.info("job %d %s: outcome %s not written (cancelled or taken over)",
+                         job.id, job.job_type, o.kind)
+            elif o.kind == "completed":
+                log.info("job %d %s completed in %.1f ms", job.id, job.job_type, o.duration * 1000)
+            elif o.kind == "retry":
+                log.warning("job %d %s failed (attempt %d/%d), retry in %.1f s: %s", job.id,
+                            job.job_type, job.attempts, job.max_attempts, o.delay, o.error)
+            elif o.kind == "released":
+                log.info("job %d %s released to pending (shutdown)", job.id, job.job_type)
+            else:
+                log.warning("job %d %s failed after %.1f ms: %s", job.id, job.job_type,
+                            o.duration * 1000, o.error)
+
+
+def _dump(result: dict[str, Any] | None) -> str:
+    return json.dumps(result if result is not None else {}, default=str, separators=(",", ":"))

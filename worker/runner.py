@@ -1,0 +1,73 @@
+"""Assembles a running worker: pool, listener, engine, signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from . import db
+from .database import Urls
+from .engine import Worker
+from .jobs import default_registry
+from .listener import WAKEUP_CHANNEL, Listener
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
+                burst: bool = False, handle_signals: bool = True) -> Worker:
+    """Run until stopped (or, with burst, until nothing is runnable); returns the engine
+    so callers can read its counters."""
+    concurrency = concurrency or settings.concurrency
+    size = settings.pool_size or min(concurrency + 3, 20)
+    pool = await db.create_pool(urls.work, settings, size=size)
+    worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
+    listener = None if burst else Listener(urls.listen, settings, worker.notify, worker.wake)
+    listen_task = asyncio.create_task(listener.run(), name="listener") if listener else None
+    ready_task = asyncio.create_task(_announce(worker, listener, concurrency))
+    if handle_signals:
+        _install_signals(worker)
+    try:
+        await worker.run()
+    finally:
+        ready_task.cancel()
+        if handle_signals:
+            _remove_signals()
+        if listener is not None and listen_task is not None:
+            await listener.stop()
+            await listen_task
+        await pool.close()
+    log.info("worker %s stopped (%d job(s) claimed)", worker.owner, worker.claimed)
+    return worker
+
+
+async def _announce(worker: Worker, listener: Listener | None, concurrency: int) -> None:
+    """One line when the worker can be woken; tests and operators wait for it."""
+    if listener is not None:
+        await listener.listening.wait()
+    mode = f"listening on {WAKEUP_CHANNEL}" if listener else "burst mode"
+    log.info("worker %s ready: %s, concurrency %d", worker.owner, mode, concurrency)
+
+
+def _install_signals(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if worker.stopping.is_set():
+            log.warning("second %s: exiting now; leases expire and other workers re-claim",
+                        signal.Signals(signum).name)
+            os._exit(130)
+        log.info("%s: stopping (send it again to exit at once)", signal.Signals(signum).name)
+        worker.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def _remove_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)

@@ -1,0 +1,97 @@
+"""All configuration in one typed object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob the worker has; README.md lists them with these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "WORKER_DATABASE_URL"),
+        description="Where all job work goes; may point at PgBouncer/Supavisor in transaction "
+        "mode. Unset: an embedded PostgreSQL is started on demand.",
+    )
+    listen_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LISTEN_DATABASE_URL", "WORKER_LISTEN_DATABASE_URL"),
+        description="Direct (session) connection used only for LISTEN and migrations; "
+        "defaults to DATABASE_URL.",
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let the scanner fetch loopback, private, link-local and metadata "
+        "addresses (SSRF guard off): tests and intranets only.",
+    )
+    concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs run at once.")
+    pool_size: int = Field(
+        default=0, ge=0, le=200,
+        description="Max pooled connections; 0 means concurrency + 3 capped at 20.",
+    )
+    poll_interval: timedelta = Field(
+        default=timedelta(seconds=1),
+        description="Fallback claim poll when no wake-up arrives (jittered by 10%).",
+    )
+    trailing_poll: timedelta = Field(
+        default=timedelta(milliseconds=20),
+        description="Extra claim this long after a wake-up, for jobs whose NOTIFY the "
+        "trigger's throttle (5 ms) suppressed.",
+    )
+    lease: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="How long a claimed job stays owned without a heartbeat; an expired "
+        "lease is re-claimed by any worker.",
+    )
+    heartbeat_interval: timedelta = Field(
+        default=timedelta(seconds=2),
+        description="How often running jobs' leases are renewed; also how fast a "
+        "cancellation from SQL is noticed.",
+    )
+    shutdown_grace: timedelta = Field(
+        default=timedelta(seconds=10),
+        description="On SIGTERM/SIGINT, how long running jobs may finish before they are "
+        "handed back to pending.",
+    )
+    retry_base: timedelta = Field(
+        default=timedelta(seconds=2), description="First retry delay; doubles per attempt."
+    )
+    retry_cap: timedelta = Field(
+        default=timedelta(minutes=10), description="Longest retry delay."
+    )
+    listener_probe_interval: timedelta = Field(
+        default=timedelta(seconds=10),
+        description="Idle time after which the listener proves its connection with a "
+        "NOTIFY round trip (catches half-open sockets).",
+    )
+    listener_probe_timeout: timedelta = Field(
+        default=timedelta(seconds=5), description="How long a probe may take."
+    )
+    listener_max_backoff: timedelta = Field(
+        default=timedelta(seconds=15), description="Longest pause between reconnects."
+    )
+    statement_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="Cap on any one worker statement (SET LOCAL in each transaction).",
+    )
+    embedded_pg_dir: str | None = Field(
+        default=None,
+        description="Data directory of the embedded PostgreSQL (default: "
+        "/var/lib/sitemap-worker/pg18 as root, else ~/.local/share/sitemap-worker/pg18).",
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+    @property
+    def effective_pool_size(self) -> int:
+        """Jobs hold a connection only inside a phase, so a few more than concurrency is plenty."""
+        return self.pool_size or min(self.concurrency + 3, 20)
+
+    @property
+    def listen_url(self) -> str | None:
+        return self.listen_database_url or self.database_url

@@ -1,0 +1,55 @@
+"""Named SQL from `sql/queries.sql` and the ordered migrations in `sql/migrations/`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(one|many|val|exec)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    name: str
+    kind: str  # one | many | val | exec
+    text: str
+
+
+def sql_dir() -> Path:
+    """`worker/sql` in an installed wheel, the repository's top-level `sql/` otherwise."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if (candidate / "queries.sql").is_file():
+            return candidate
+    raise FileNotFoundError("sql/queries.sql not found next to the worker package")
+
+
+def parse_queries(text: str) -> dict[str, Query]:
+    """Split a file of `-- name: x :kind` blocks; comment lines inside a block are kept."""
+    queries: dict[str, Query] = {}
+    headers = list(_HEADER.finditer(text))
+    for header, following in zip(headers, headers[1:] + [None]):
+        body = text[header.end() : following.start() if following else len(text)].strip()
+        name, kind = header.group(1), header.group(2)
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = Query(name, kind, body)
+    return queries
+
+
+@cache
+def queries() -> dict[str, Query]:
+    return parse_queries((sql_dir() / "queries.sql").read_text(encoding="utf-8"))
+
+
+def q(name: str) -> str:
+    """The text of a named query; a typo fails loudly at the first call."""
+    return queries()[name].text
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(version, sql) pairs in the order they must be applied: the files' name order."""
+    folder = sql_dir() / "migrations"
+    return [(p.stem, p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.sql"))]

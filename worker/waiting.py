@@ -1,0 +1,61 @@
+"""Waiting for jobs to end, with live progress: `enqueue --wait` and `scan`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TextIO
+
+import asyncpg
+
+from . import db
+from .settings import Settings
+from .sql import q
+
+STATUS_CHANNEL = "sitemap_worker_status"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+async def wait_for_jobs(dsn: str, settings: Settings, ids: list[int], *,
+                        out: TextIO = sys.stderr, refresh: float = 0.5) -> list[asyncpg.Record]:
+    """Until every job is completed, failed or cancelled. Status changes arrive on the
+    status channel; progress is re-read every `refresh` seconds."""
+    changed = asyncio.Event()
+    conn = await db.connect(dsn, settings)
+    try:
+        await conn.add_listener(STATUS_CHANNEL, lambda *_: changed.set())
+        last_line = ""
+        while True:
+            rows = await conn.fetch(q("job_states"), ids)
+            line = _progress_line(rows)
+            if line != last_line:
+                _show(out, line)
+                last_line = line
+            if rows and all(r["status"] in TERMINAL for r in rows) or not rows:
+                if out.isatty():
+                    out.write("\n")
+                return rows
+            changed.clear()
+            try:
+                async with asyncio.timeout(refresh):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+    finally:
+        await conn.close()
+
+
+def _progress_line(rows: list[asyncpg.Record]) -> str:
+    parts = [f"job {r['id']} {r['status']} {r['progress']:.0%}" for r in rows[:6]]
+    if len(rows) > 6:
+        ended = sum(r["status"] in TERMINAL for r in rows)
+        parts.append(f"... {ended}/{len(rows)} ended")
+    return " | ".join(parts)
+
+
+def _show(out: TextIO, line: str) -> None:
+    if out.isatty():
+        out.write("\r\033[K" + line)
+    else:
+        out.write(line + "\n")
+    out.flush()
