@@ -108,18 +108,12 @@ UPDATE jobs
  WHERE id = ANY($2::bigint[]) AND owner = $1 AND status = 'processing'
 RETURNING id;
 
--- name: enqueue_job :val
--- $1 job_type, $2 payload as json text, $3 priority, $4 max_attempts (null: default),
--- $5 parent id.
-INSERT INTO jobs (job_type, payload, priority, max_attempts, parent_id)
-VALUES ($1, $2::jsonb, $3, coalesce($4, 3), $5)
-RETURNING id;
-
 -- name: enqueue_many :many
 -- One statement for many jobs: the statement-level trigger sends one wake-up for all.
--- $1 job_type, $2 payloads as json text.
-INSERT INTO jobs (job_type, payload)
-SELECT $1, p::jsonb FROM unnest($2::text[]) AS p
+-- $1 job_type, $2 payloads as json text, $3 priority, $4 max_attempts (null: default 3).
+INSERT INTO jobs (job_type, payload, priority, max_attempts)
+SELECT $1, p::jsonb, $3, coalesce($4, 3) FROM unnest($2::text[]) WITH ORDINALITY AS u (p, n)
+ ORDER BY n
 RETURNING id;
 
 -- name: get_job :one

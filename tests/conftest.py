@@ -9,9 +9,10 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -79,3 +80,11 @@ def database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
 @pytest.fixture
 def direct_dsn(pg_server: EmbeddedPostgres, database: str) -> str:
     return admin_dsn(pg_server, database)
+
+
+@pytest.fixture
+async def direct(direct_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain direct connection for the test's own inserts and checks."""
+    conn = await asyncpg.connect(direct_dsn)
+    yield conn
+    await conn.close()

@@ -93,8 +93,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _payloads(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(job_type, payload json) per job to insert; argument errors exit with usage."""
+def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The job type and one payload (json) per job to insert; argument errors exit."""
     if args.job_type:
         if args.domains:
             raise SystemExit("enqueue: give DOMAINs or --job-type, not both")
@@ -102,24 +102,23 @@ def _payloads(args: argparse.Namespace) -> list[tuple[str, str]]:
             json.loads(args.payload)
         except ValueError as exc:
             raise SystemExit(f"enqueue: --payload is not JSON: {exc}") from None
-        return [(args.job_type, args.payload)]
+        return args.job_type, [args.payload]
     if not args.domains:
         raise SystemExit("enqueue: give at least one DOMAIN, or --job-type")
     extra = {"max_urls": args.max_urls} if args.max_urls is not None else {}
-    return [("sitemap_scan", json.dumps({"domain": d, **extra})) for d in args.domains]
+    return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in args.domains]
 
 
 async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
-    jobs = _payloads(args)
+    job_type, payloads = _payloads(args)
     conn = await db.connect(urls.work, settings)
     try:
-        ids = []
         async with db.transaction(conn, settings):
-            for job_type, payload in jobs:
-                ids.append(await conn.fetchval(q("enqueue_job"), job_type, payload,
-                                               args.priority, args.max_attempts, None))
+            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, args.priority,
+                                    args.max_attempts)
     finally:
         await conn.close()
+    ids = [r["id"] for r in rows]
     for job_id in ids:
         print(job_id)
     if not args.wait:

@@ -6,7 +6,6 @@ import random
 
 import asyncpg
 
-
 # Errors that say the connection or server is gone, not that a statement was wrong: the
 # work is tried again once the database answers.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

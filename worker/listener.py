@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 WAKEUP_CHANNEL = "sitemap_worker_wakeup"
 PROBE_CHANNEL = "sitemap_worker_probe"
 LOUD_AFTER_ATTEMPTS = 5
+LISTENER_APPLICATION_NAME = "sitemap-worker-listener"  # tells it apart in pg_stat_activity
 
 
 class ListenerLost(Exception):
@@ -114,7 +115,8 @@ class Listener:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        conn = await db.connect(self._dsn, self._settings, timeout=10)
+        conn = await db.connect(self._dsn, self._settings, timeout=10,
+                                server_settings={"application_name": LISTENER_APPLICATION_NAME})
         self._conn = conn
         conn.add_termination_listener(self._terminated)
         await conn.add_listener(WAKEUP_CHANNEL, self._notification)

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """`2.5` (seconds), `250ms`, `30s`, `5m`, `1h`; anything else goes to pydantic as is
+    (timedelta objects, ISO 8601 like `PT30S`)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Settings(BaseSettings):
-    """Every knob the worker has; README.md lists them with these defaults."""
+    """Every knob the worker has; README.md lists them with these defaults. Durations
+    accept seconds (`2.5`) or a unit (`250ms`, `30s`, `5m`, `1h`)."""
 
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
 
@@ -35,48 +54,48 @@ class Settings(BaseSettings):
         default=0, ge=0, le=200,
         description="Max pooled connections; 0 means concurrency + 3 capped at 20.",
     )
-    poll_interval: timedelta = Field(
+    poll_interval: Duration = Field(
         default=timedelta(seconds=1),
         description="Fallback claim poll when no wake-up arrives (jittered by 10%).",
     )
-    trailing_poll: timedelta = Field(
+    trailing_poll: Duration = Field(
         default=timedelta(milliseconds=20),
         description="Extra claim this long after a wake-up, for jobs whose NOTIFY the "
         "trigger's throttle (5 ms) suppressed.",
     )
-    lease: timedelta = Field(
+    lease: Duration = Field(
         default=timedelta(seconds=30),
         description="How long a claimed job stays owned without a heartbeat; an expired "
         "lease is re-claimed by any worker.",
     )
-    heartbeat_interval: timedelta = Field(
+    heartbeat_interval: Duration = Field(
         default=timedelta(seconds=2),
         description="How often running jobs' leases are renewed; also how fast a "
         "cancellation from SQL is noticed.",
     )
-    shutdown_grace: timedelta = Field(
+    shutdown_grace: Duration = Field(
         default=timedelta(seconds=10),
         description="On SIGTERM/SIGINT, how long running jobs may finish before they are "
         "handed back to pending.",
     )
-    retry_base: timedelta = Field(
+    retry_base: Duration = Field(
         default=timedelta(seconds=2), description="First retry delay; doubles per attempt."
     )
-    retry_cap: timedelta = Field(
+    retry_cap: Duration = Field(
         default=timedelta(minutes=10), description="Longest retry delay."
     )
-    listener_probe_interval: timedelta = Field(
+    listener_probe_interval: Duration = Field(
         default=timedelta(seconds=10),
         description="Idle time after which the listener proves its connection with a "
         "NOTIFY round trip (catches half-open sockets).",
     )
-    listener_probe_timeout: timedelta = Field(
+    listener_probe_timeout: Duration = Field(
         default=timedelta(seconds=5), description="How long a probe may take."
     )
-    listener_max_backoff: timedelta = Field(
+    listener_max_backoff: Duration = Field(
         default=timedelta(seconds=15), description="Longest pause between reconnects."
     )
-    statement_timeout: timedelta = Field(
+    statement_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="Cap on any one worker statement (SET LOCAL in each transaction).",
     )

@@ -30,7 +30,7 @@ def parse_queries(text: str) -> dict[str, Query]:
     """Split a file of `-- name: x :kind` blocks; comment lines inside a block are kept."""
     queries: dict[str, Query] = {}
     headers = list(_HEADER.finditer(text))
-    for header, following in zip(headers, headers[1:] + [None]):
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
         body = text[header.end() : following.start() if following else len(text)].strip()
         name, kind = header.group(1), header.group(2)
         if name in queries:

@@ -50,11 +50,3 @@ async def pool(urls: Urls, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(urls.work, settings, size=6)
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def direct(urls: Urls) -> AsyncIterator[asyncpg.Connection]:
-    """A plain direct connection for the test's own checks and inserts."""
-    conn = await asyncpg.connect(urls.listen)
-    yield conn
-    await conn.close()

@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 from typing import IO
 
-from worker.embedded_pg import ensure_traversable, free_tcp_port, make_dirs, service_account
+from worker.embedded_pg import (
+    ensure_traversable,
+    free_tcp_port,
+    make_dirs,
+    service_account,
+)
 
 _READY_TIMEOUT_S = 10.0
 

@@ -7,7 +7,13 @@ import random
 import asyncpg
 import pytest
 
-from worker.errors import PermanentJobError, RetryableJobError, describe, is_permanent, retry_delay
+from worker.errors import (
+    PermanentJobError,
+    RetryableJobError,
+    describe,
+    is_permanent,
+    retry_delay,
+)
 
 
 def test_retry_delay_doubles_and_is_capped():

@@ -1,0 +1,126 @@
+"""Migrations, the wake-up trigger and the status channel, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import psycopg
+import pytest
+
+from worker.migrate import migrate
+from worker.settings import Settings
+
+CONTRACT_COLUMNS = {
+    "id", "job_type", "payload", "status", "progress", "result", "error", "attempts",
+    "max_attempts", "priority", "run_at", "created_at", "started_at", "finished_at",
+}
+
+
+class Inbox:
+    """Notifications received on one channel by a direct LISTEN connection."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
+        self.items.append(payload)
+        self.arrived.set()
+
+
+async def listen(conn: asyncpg.Connection, channel: str) -> Inbox:
+    inbox = Inbox()
+    await conn.add_listener(channel, inbox)
+    return inbox
+
+
+async def round_trip(conn: asyncpg.Connection) -> None:
+    """Everything notified before this call has been delivered once it returns: our own
+    NOTIFY on a marker channel comes after them in the queue."""
+    marker = await listen(conn, "test_marker")
+    await conn.execute("NOTIFY test_marker")
+    await asyncio.wait_for(marker.arrived.wait(), 5)
+    await conn.remove_listener("test_marker", marker)
+
+
+@pytest.fixture
+async def other(direct_dsn):
+    conn = await asyncpg.connect(direct_dsn)
+    yield conn
+    await conn.close()
+
+
+async def test_jobs_has_every_contract_column(direct):
+    cols = {r["column_name"] for r in await direct.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")}
+    assert CONTRACT_COLUMNS <= cols
+    assert {"owner", "lease_expires_at", "parent_id"} <= cols
+
+
+async def test_invalid_status_is_refused_by_the_database(direct):
+    with pytest.raises(asyncpg.CheckViolationError):
+        await direct.execute("INSERT INTO jobs (job_type, status) VALUES ('noop', 'done')")
+
+
+async def test_migrate_twice_and_concurrently_is_safe(pg_server, database):
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{database}"
+    with psycopg.connect(dsn, autocommit=True) as conn:  # start from an empty database
+        conn.execute("DROP TABLE jobs, sitemap_worker_migrations CASCADE")
+        conn.execute("DROP SEQUENCE job_wakeup_bucket")
+    settings = Settings(database_url=dsn)
+    results = await asyncio.gather(*[migrate(dsn, settings) for _ in range(4)])
+    applied = sorted(results, key=len)
+    assert applied[-1] == ["0001_jobs"] and all(r == [] for r in applied[:-1])
+    assert await migrate(dsn, settings) == []
+
+
+async def test_insert_wakes_workers_once_per_statement(direct, other):
+    inbox = await listen(other, "sitemap_worker_wakeup")
+    await direct.execute("INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, 500)")
+    await round_trip(other)
+    assert inbox.items == [""]  # one constant-payload wake-up for 500 rows
+
+
+async def test_scheduled_or_non_pending_inserts_do_not_wake(direct, other):
+    inbox = await listen(other, "sitemap_worker_wakeup")
+    await direct.execute("INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour')")
+    await direct.execute("INSERT INTO jobs (job_type, status) VALUES ('noop', 'completed')")
+    await round_trip(other)
+    assert inbox.items == []
+
+
+async def test_status_changes_never_wake_workers_but_reach_the_status_channel(direct, other):
+    job_id = await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
+    wake = await listen(other, "sitemap_worker_wakeup")
+    status = await listen(other, "sitemap_worker_status")
+    await direct.execute("UPDATE jobs SET status = 'processing' WHERE id = $1", job_id)
+    await direct.execute("UPDATE jobs SET progress = 0.5 WHERE id = $1", job_id)  # not a status change
+    await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
+    await round_trip(other)
+    assert wake.items == []
+    events = [json.loads(p) for p in status.items]
+    assert [(e["id"], e["status"]) for e in events] == [(job_id, "processing"), (job_id, "cancelled")]
+    assert events[0]["job_type"] == "noop"
+
+
+async def test_wakeups_are_throttled_within_the_window(direct, other):
+    inbox = await listen(other, "sitemap_worker_wakeup")
+    await direct.execute("SET sitemap_worker.wakeup_window_ms = 60000")
+    for _ in range(20):
+        await direct.execute("INSERT INTO jobs (job_type) VALUES ('noop')")
+    await round_trip(other)
+    assert len(inbox.items) <= 2  # one per 60 s bucket (two if a bucket edge fell inside)
+    await direct.execute("SET sitemap_worker.wakeup_window_ms = 0.001")
+    for _ in range(5):
+        await direct.execute("INSERT INTO jobs (job_type) VALUES ('noop')")
+    await round_trip(other)
+    assert len(inbox.items) >= 5  # a tiny window lets each insert notify
+
+
+async def test_cancel_from_sql_sets_finished_at(direct):
+    job_id = await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
+    row = await direct.fetchrow(
+        "UPDATE jobs SET status = 'cancelled' WHERE id = $1 RETURNING finished_at, updated_at", job_id)
+    assert row["finished_at"] is not None and row["updated_at"] == row["finished_at"]
