@@ -92,3 +92,7 @@ DROP FUNCTION IF EXISTS bench_jobs_notify_row();
 
 -- name: checkpoint :exec
 CHECKPOINT;
+
+-- name: pgbench_insert :exec
+-- The insert benchmark's pgbench script: one one-row transaction, the way a client enqueues.
+INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}');

@@ -4,83 +4,23 @@
 -- all of them work through PgBouncer/Supavisor in transaction mode.
 
 -- name: claim_jobs :many
--- Batch claim for the free slots: runnable pending jobs by priority then run_at, and
--- processing jobs whose lease expired (their worker died) so no one has to requeue them.
--- An expired job with no attempts left is failed here instead of run again.
--- Times compare with statement_timestamp(), not now(): now() is when this transaction
--- began, which can be before a retry that this statement's snapshot already sees.
+-- Batch claim for the free slots (the statement is sitemap_worker_claim in the schema).
 -- $1 owner, $2 how many, $3 lease in seconds.
-WITH exhausted AS (
-    UPDATE jobs
-       SET status = 'failed', owner = NULL, lease_expires_at = NULL,
-           error = format('worker lost while running (lease expired) on attempt %s of %s',
-                          attempts, max_attempts)
-     WHERE id IN (SELECT id FROM jobs
-                   WHERE status = 'processing' AND lease_expires_at < statement_timestamp()
-                     AND attempts >= max_attempts
-                   LIMIT 100
-                     FOR UPDATE SKIP LOCKED)
-), expired AS (
-    SELECT id FROM jobs
-     WHERE status = 'processing' AND lease_expires_at < statement_timestamp() AND attempts < max_attempts
-     ORDER BY lease_expires_at
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-), runnable AS (
-    SELECT id FROM jobs
-     WHERE status = 'pending' AND run_at <= statement_timestamp()
-     ORDER BY priority DESC, run_at, id
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT id FROM expired
-    UNION ALL
-    SELECT id FROM runnable
-    LIMIT $2
-)
-UPDATE jobs j
-   SET status = 'processing',
-       owner = $1,
-       attempts = j.attempts + 1,
-       started_at = now(),
-       lease_expires_at = now() + make_interval(secs => $3),
-       error = NULL
-  FROM picked
- WHERE j.id = picked.id
-RETURNING j.id, j.job_type, j.payload::text AS payload, j.attempts, j.max_attempts,
-          j.priority, j.parent_id;
+SELECT * FROM sitemap_worker_claim($1, $2, $3);
 
 -- name: renew_leases :many
--- Heartbeat for every job this worker runs; a job missing from the answer was cancelled
--- or lost its lease, and its work must stop. $1 owner, $2 ids, $3 lease in seconds.
-UPDATE jobs
-   SET lease_expires_at = now() + make_interval(secs => $3)
- WHERE id = ANY($2::bigint[]) AND owner = $1 AND status = 'processing'
-RETURNING id;
+-- Heartbeat; a job missing from the answer was cancelled or lost its lease.
+-- $1 owner, $2 ids, $3 lease in seconds.
+SELECT sitemap_worker_renew AS id FROM sitemap_worker_renew($1, $2::bigint[], $3);
 
 -- name: record_progress :val
--- Written in the same transaction as the phase's rows it counts. $1 id, $2 owner,
--- $3 progress (null keeps it), $4 lease in seconds.
-UPDATE jobs
-   SET progress = coalesce($3::real, progress),
-       lease_expires_at = now() + make_interval(secs => $4)
- WHERE id = $1 AND owner = $2 AND status = 'processing'
-RETURNING id;
+-- In the same transaction as the phase's rows it counts; null: the job is not ours.
+-- $1 id, $2 owner, $3 progress (null keeps it), $4 lease in seconds.
+SELECT sitemap_worker_progress($1, $2, $3::real, $4);
 
 -- name: complete_jobs :many
--- Batched completion: several jobs' final status in one statement. If this statement
--- fails, the engine writes each job on its own so one bad row never rolls back another.
--- $1 owner, $2 ids, $3 results as json text.
-UPDATE jobs j
-   SET status = 'completed',
-       progress = 1,
-       result = done.result::jsonb,
-       error = NULL,
-       owner = NULL,
-       lease_expires_at = NULL
-  FROM unnest($2::bigint[], $3::text[]) AS done (id, result)
- WHERE j.id = done.id AND j.owner = $1 AND j.status = 'processing'
-RETURNING j.id;
+-- Several jobs' final status in one statement. $1 owner, $2 ids, $3 results (json text).
+SELECT sitemap_worker_complete AS id FROM sitemap_worker_complete($1, $2::bigint[], $3::text[]);
 
 -- name: fail_job :val
 -- Permanent failure, or the last attempt failed. $1 id, $2 owner, $3 error.

@@ -57,18 +57,24 @@ async def connect(dsn: str, settings: Settings, **extra: Any) -> asyncpg.Connect
     return await asyncpg.connect(dsn, **{**connect_kwargs(settings), **extra})
 
 
-def _begin_sql(settings: Settings) -> str:
+def _begin_sql(settings: Settings, durable: bool) -> str:
     ms = int(settings.statement_timeout.total_seconds() * 1000)
     # One round trip opens the transaction and bounds it; SET LOCAL dies with it, so
     # nothing leaks to the next client of a pooled server connection.
-    return f"BEGIN; SET LOCAL statement_timeout = {ms}"
+    sql = f"BEGIN; SET LOCAL statement_timeout = {ms}"
+    return sql if durable else sql + "; SET LOCAL synchronous_commit = off"
 
 
 @asynccontextmanager
-async def transaction(conn: asyncpg.Connection, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(conn: asyncpg.Connection, settings: Settings, *,
+                      durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
     """An explicit short transaction: commit on success, roll back on any error or
-    cancellation (a connection that cannot even roll back is closed, never reused)."""
-    await conn.execute(_begin_sql(settings))
+    cancellation (a connection that cannot even roll back is closed, never reused).
+
+    `durable=False` commits without waiting for the WAL flush: only for writes whose loss
+    in a server crash is harmless (a claim or a lease renewal: the job is simply runnable
+    again). Any later durable commit flushes them anyway, since WAL is written in order."""
+    await conn.execute(_begin_sql(settings, durable))
     try:
         yield conn
     except BaseException:
@@ -82,8 +88,9 @@ async def transaction(conn: asyncpg.Connection, settings: Settings) -> AsyncIter
 
 
 @asynccontextmanager
-async def pooled_transaction(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+async def pooled_transaction(pool: asyncpg.Pool, settings: Settings, *,
+                             durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for exactly one transaction, released right after it."""
     async with pool.acquire() as conn:
-        async with transaction(conn, settings):
+        async with transaction(conn, settings, durable=durable):
             yield conn

@@ -139,7 +139,7 @@ class Worker:
 
     async def _claim(self, n: int) -> list[ClaimedJob]:
         try:
-            async with db.pooled_transaction(self.pool, self.settings) as conn:
+            async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
                 rows = await conn.fetch(q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds())
         except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
             if self._claim_failing_since is None:
@@ -215,7 +215,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                async with db.pooled_transaction(self.pool, self.settings) as conn:
+                async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
                     rows = await conn.fetch(q("renew_leases"), self.owner, ids,
                                             self.settings.lease.total_seconds())
             except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:

@@ -120,3 +120,105 @@ DROP TRIGGER IF EXISTS jobs_notify_status ON jobs;
 CREATE TRIGGER jobs_notify_status AFTER UPDATE OF status ON jobs
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION jobs_notify_status();
+
+-- Hot-path statements as plpgsql functions: plpgsql caches their plans per server
+-- session, so a pooled client that never prepares anything (PgBouncer/Supavisor in
+-- transaction mode) still skips the planner on every claim. Times compare with
+-- statement_timestamp(), not now(): now() is when the calling transaction began, which can
+-- be before a retry that this statement's snapshot already sees.
+
+-- Batch claim for the free slots: runnable pending jobs by priority then run_at, and
+-- processing jobs whose lease expired (their worker died) so no one has to requeue them.
+-- An expired job with no attempts left is failed here instead of run again.
+CREATE OR REPLACE FUNCTION sitemap_worker_claim(p_owner text, p_limit integer,
+                                                p_lease_seconds double precision)
+RETURNS TABLE (id bigint, job_type text, payload text, attempts integer,
+               max_attempts integer, priority integer, parent_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    ts timestamptz := statement_timestamp();
+    picked bigint[];
+BEGIN
+    -- Small statements rather than one big CTE: each is cheap to plan, and plpgsql keeps
+    -- their plans for the session.
+    UPDATE jobs
+       SET status = 'failed', owner = NULL, lease_expires_at = NULL,
+           error = format('worker lost while running (lease expired) on attempt %s of %s',
+                          attempts, max_attempts)
+     WHERE id = ANY(ARRAY(SELECT x.id FROM jobs x
+                           WHERE x.status = 'processing' AND x.lease_expires_at < ts
+                             AND x.attempts >= x.max_attempts
+                           LIMIT 100
+                             FOR UPDATE SKIP LOCKED));
+    picked := ARRAY(SELECT x.id FROM jobs x
+                     WHERE x.status = 'processing' AND x.lease_expires_at < ts
+                       AND x.attempts < x.max_attempts
+                     ORDER BY x.lease_expires_at
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED);
+    IF cardinality(picked) < p_limit THEN
+        picked := picked || ARRAY(SELECT x.id FROM jobs x
+                                   WHERE x.status = 'pending' AND x.run_at <= ts
+                                   ORDER BY x.priority DESC, x.run_at, x.id
+                                   LIMIT p_limit - cardinality(picked)
+                                     FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(picked) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE jobs j
+       SET status = 'processing', owner = p_owner, attempts = j.attempts + 1,
+           started_at = now(), error = NULL,
+           lease_expires_at = ts + make_interval(secs => p_lease_seconds)
+     WHERE j.id = ANY(picked)
+    RETURNING j.id, j.job_type, j.payload::text, j.attempts, j.max_attempts, j.priority,
+              j.parent_id;
+END $$;
+
+-- Batched completion: several jobs' final status in one statement. If it fails, the
+-- worker writes each job alone, so one bad row never rolls back another job's status.
+CREATE OR REPLACE FUNCTION sitemap_worker_complete(p_owner text, p_ids bigint[], p_results text[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE jobs j
+       SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
+           owner = NULL, lease_expires_at = NULL
+      FROM unnest(p_ids, p_results) AS done (id, result)
+     WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
+    RETURNING j.id;
+END $$;
+
+-- Heartbeat for every job one worker runs; a job missing from the answer was cancelled or
+-- lost its lease, and its work must stop.
+CREATE OR REPLACE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],
+                                                p_lease_seconds double precision)
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE jobs
+       SET lease_expires_at = statement_timestamp() + make_interval(secs => p_lease_seconds)
+     WHERE id = ANY(p_ids) AND owner = p_owner AND status = 'processing'
+    RETURNING id;
+END $$;
+
+-- A phase's progress, in the same transaction as the rows it counts; null keeps it.
+-- Returns null when the job is no longer this worker's (cancelled or taken over).
+CREATE OR REPLACE FUNCTION sitemap_worker_progress(p_id bigint, p_owner text, p_progress real,
+                                                   p_lease_seconds double precision)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    touched bigint;
+BEGIN
+    UPDATE jobs
+       SET progress = coalesce(p_progress, progress),
+           lease_expires_at = statement_timestamp() + make_interval(secs => p_lease_seconds)
+     WHERE id = p_id AND owner = p_owner AND status = 'processing'
+    RETURNING id INTO touched;
+    RETURN touched;
+END $$;

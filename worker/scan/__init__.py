@@ -1,0 +1,15 @@
+"""Sitemap scanning: discovery (robots.txt, well-known paths) and I/O-free parsing."""
+
+from worker.scan.model import ChildSitemap, Entry, Kind, SitemapUrl
+from worker.scan.parse import SitemapParser
+from worker.scan.robots import WELL_KNOWN_PATHS, sitemaps_from_robots
+
+__all__ = [
+    "WELL_KNOWN_PATHS",
+    "ChildSitemap",
+    "Entry",
+    "Kind",
+    "SitemapParser",
+    "SitemapUrl",
+    "sitemaps_from_robots",
+]
