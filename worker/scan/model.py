@@ -138,7 +138,8 @@ V = TypeVar("V")
 
 
 class Memo(dict[K, V]):
-    """A bounded memo: sitemaps repeat the same lastmod/priority/changefreq strings."""
+    """A bounded memo for values that repeat within a file (dates of an index or
+    feed, tag local names); cleared when full so hostile input stays bounded."""
 
     __slots__ = ("_fn",)
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from worker.scan.gunzip import GZIP_MAGIC, Gunzip
-from worker.scan.model import Entry, Kind, SitemapUrl, resolve_loc
+from worker.scan.model import Entry, Kind
+from worker.scan.textstream import TextStream
 from worker.scan.xmlstream import DOCTYPE_ERROR, XmlStream
 
 MAX_GZIP_LAYERS = 2
 MAX_PROLOG = 256 * 1024  # bytes allowed before the root element is known
-MAX_TEXT_LINE = 8192
 HTML_ERROR = "HTML page, not a sitemap"
 
 _XML_WS = " \t\r\n"
@@ -49,6 +50,7 @@ class _Sniff:
     encoding: str = "utf-8"
     error: str | None = None
     blank: tuple[int, int] | None = None  # byte span of the root's default xmlns="…" to blank out
+    root: str = ""  # the root element's local name as written
 
 
 def _scan_prolog(text: str, final: bool) -> tuple[str, str, int] | None:
@@ -118,6 +120,8 @@ def sniff(head: bytes, final: bool) -> _Sniff | None:
     if not stripped:
         return _Sniff("unknown", error="empty body") if final else None
     if stripped[0] != "<":
+        if len(head) < 512 and not final:
+            return None  # enough bytes to tell text from binary
         if encoding == "utf-8" and b"\x00" in head[:1024]:
             return _Sniff("unknown", error="binary content, not a sitemap")
         return _Sniff("text", start, encoding)
@@ -135,13 +139,13 @@ def sniff(head: bytes, final: bool) -> _Sniff | None:
     if what == "root":
         if local in _ROOT_KINDS:
             if encoding != "utf-8":
-                return _Sniff(_ROOT_KINDS[local])
+                return _Sniff(_ROOT_KINDS[local], root=name.rpartition(":")[2])
             tag = _START_TAG.match(stripped, index)
             if tag is None and ">" not in stripped[index:] and not final and len(head) <= MAX_PROLOG:
                 return None  # wait for the whole root start tag
             xmlns = _DEFAULT_NS.search(stripped, index, tag.end()) if tag else None
             blank = (start + xmlns.start() + 1, start + xmlns.end()) if xmlns else None
-            return _Sniff(_ROOT_KINDS[local], start, blank=blank)
+            return _Sniff(_ROOT_KINDS[local], start, blank=blank, root=name.rpartition(":")[2])
         if local in _HTML_ROOTS:
             return _Sniff("html", error=HTML_ERROR)
         return _Sniff("unknown", error=f"unexpected root element <{name}>, not a sitemap")
@@ -150,70 +154,16 @@ def sniff(head: bytes, final: bool) -> _Sniff | None:
     return _Sniff("unknown", error=f"not well-formed XML at the start: {name!r}")
 
 
-class TextStream:
-    """Plain-text sitemap: one http(s) URL per line; everything else is skipped."""
-
-    _LINE = re.compile(rb"^[ \t]*(https?://[^\s]{1,%d})[ \t]*$" % MAX_TEXT_LINE, re.M | re.I)
-
-    def __init__(self, base_url: str, max_urls: int, encoding: str) -> None:
-        self._base = base_url
-        self._limit = max_urls
-        self._seen: set[str] = set()
-        self._pending = b""
-        self._skip_line = False  # inside an over-long line: drop up to the next newline
-        self._decoder = None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)("replace")
-        self.count = self.skipped = self.duplicates = 0
-        self.full = False
-        self.error: str | None = None
-
-    def feed(self, data: bytes) -> list[Entry]:
-        if self._decoder is not None:
-            data = self._decoder.decode(data).encode("utf-8")
-        buf = (self._pending + data).replace(b"\r", b"\n")
-        if self._skip_line:
-            newline = buf.find(b"\n")
-            if newline < 0:
-                self._pending = b""
-                return []
-            buf, self._skip_line = buf[newline:], False
-        cut = buf.rfind(b"\n") + 1
-        self._pending = buf[cut:]
-        if len(self._pending) > MAX_TEXT_LINE:
-            self._pending, self._skip_line = b"", True
-        return self._lines(buf, cut)
-
-    def close(self) -> list[Entry]:
-        out = self._lines(self._pending, len(self._pending)) if not self._skip_line else []
-        if self.count == 0 and not self.full:
-            self.error = "no URLs found in the plain-text body"
-        return out
-
-    def _lines(self, buf: bytes, end: int) -> list[Entry]:
-        out: list[Entry] = []
-        for match in self._LINE.finditer(buf, 0, end):
-            resolved = resolve_loc(match[1].decode("utf-8", "replace"), self._base)
-            if resolved is None:
-                self.skipped += 1
-            elif resolved[0] in self._seen:
-                self.duplicates += 1
-            elif self.count >= self._limit:
-                self.full = True
-                break
-            else:
-                self._seen.add(resolved[0])
-                self.count += 1
-                out.append(SitemapUrl(resolved[0]))
-        return out
-
-
 class SitemapParser:
     """Feed the body of one fetched sitemap chunk by chunk; collect entries as they complete.
 
-    >>> parser = SitemapParser("https://example.com/sitemap.xml")
-    >>> entries = [e for chunk in chunks for e in parser.feed(chunk)] + parser.close()
+        parser = SitemapParser("https://example.com/sitemap.xml")
+        for chunk in body_chunks:
+            store(parser.feed(chunk))
+        store(parser.close())
 
     After close(): ``kind``, ``error``, ``truncated``, ``url_count``,
-    ``skipped``, ``duplicates``, ``bytes_in`` (as fed) and ``bytes_out``
+    ``skipped``, ``bytes_in`` (as fed) and ``bytes_out``
     (after gunzip, at most ``max_uncompressed_bytes``).
     """
 
@@ -236,7 +186,6 @@ class SitemapParser:
         self._head = bytearray()  # payload bytes kept until sniffed
         self._next_sniff = 1  # sniff again once the head is this long (doubles: linear total)
         self._stream: XmlStream | TextStream | None = None
-        self._out: list[Entry] = []
         self._done = False  # stopped: later input is ignored
         self._closed = False
 
@@ -250,59 +199,68 @@ class SitemapParser:
         """Entries dropped: no loc, non-http(s) scheme, or absurdly long."""
         return self._stream.skipped if self._stream else 0
 
-    @property
-    def duplicates(self) -> int:
-        """Entries dropped because their loc already appeared in this file."""
-        return self._stream.duplicates if self._stream else 0
-
     def feed(self, chunk: bytes) -> list[Entry]:
         """Parse one more chunk; return the entries it completed."""
+        out: list[Entry] = []
+        for batch in self.feed_batches(chunk):
+            if out:
+                out += batch
+            else:
+                out = batch
+        return out
+
+    def feed_batches(self, chunk: bytes) -> Iterator[list[Entry]]:
+        """Like feed(), but yields the entries in batches (one per <= 64 KiB of
+        payload) as they complete, so memory stays bounded even when a small
+        compressed chunk inflates to many megabytes. Iterate it to the end."""
         if self._closed:
             raise RuntimeError("feed() after close()")
         self.bytes_in += len(chunk)
-        if self._done or not chunk:
-            return []
-        self._write(bytes(chunk), 0)
-        out, self._out = self._out, []
-        return out
+        if not self._done and chunk:
+            yield from self._write(bytes(chunk), 0)
 
     def close(self) -> list[Entry]:
         """End of input: flush what is left and settle kind/error/truncated."""
         if self._closed:
             return []
         self._closed = True
-        if not self._done:
-            while self._stream is None and not self._done:
-                layers = len(self._layers)
-                self._sniff(final=True)  # decides, or unwraps one more gzip layer
-                if len(self._layers) == layers:
-                    break
-            truncated_gzip = next((e for e in (g.close_error() for g in self._layers) if e), None)
-            if self._stream is not None and not self._done:
-                self._take(self._stream.close())
-            if truncated_gzip:
-                self.error = f"{truncated_gzip}; {self.error}" if self.error else truncated_gzip
-            self._done = True
-        out, self._out = self._out, []
+        out: list[Entry] = []
+        for batch in self._finish():
+            out += batch
+        self._done = True
         return out
 
-    def _write(self, data: bytes, depth: int) -> None:
+    def _finish(self) -> Iterator[list[Entry]]:
+        while self._stream is None and not self._done:
+            layers = len(self._layers)
+            yield from self._sniff(final=True)  # decides, or unwraps one more gzip layer
+            if len(self._layers) == layers:
+                break
+        if self._done:
+            return
+        truncated_gzip = next((e for e in (g.close_error() for g in self._layers) if e), None)
+        if self._stream is not None:
+            yield from self._checked([self._stream.close(cut=truncated_gzip is not None)])
+        if truncated_gzip:
+            self.error = f"{truncated_gzip}; {self.error}" if self.error else truncated_gzip
+
+    def _write(self, data: bytes, depth: int) -> Iterator[list[Entry]]:
         """Push bytes into the pipeline at `depth` (0 = raw input, one per gzip layer)."""
         if depth == len(self._layers):
-            self._payload(data)
+            yield from self._payload(data)
             return
         layer = self._layers[depth]
         for piece in layer.inflate(data):
             if depth + 1 < len(self._layers) and layer.produced > self.max_uncompressed_bytes:
-                self._stop(self._cap_message(), truncated=True)
+                yield from self._cap_reached()
             else:
-                self._write(piece, depth + 1)
+                yield from self._write(piece, depth + 1)
             if self._done:
                 return
         if layer.error:
             self._stop(layer.error)
 
-    def _payload(self, data: bytes) -> None:
+    def _payload(self, data: bytes) -> Iterator[list[Entry]]:
         room = self.max_uncompressed_bytes - self.bytes_out
         over = len(data) > room
         if over:
@@ -311,13 +269,13 @@ class SitemapParser:
         if self._stream is None:
             self._head += data
             if len(self._head) >= self._next_sniff:
-                self._sniff(final=False)
+                yield from self._sniff(final=False)
         elif data:
-            self._take(self._stream.feed(data))
+            yield from self._checked(self._stream.feed(data))
         if over and not self._done:
-            self._stop(self._cap_message(), truncated=True)
+            yield from self._cap_reached()
 
-    def _sniff(self, final: bool) -> None:
+    def _sniff(self, final: bool) -> Iterator[list[Entry]]:
         head = bytes(self._head)
         if head.startswith(GZIP_MAGIC):
             if len(self._layers) >= MAX_GZIP_LAYERS:
@@ -326,7 +284,7 @@ class SitemapParser:
             self._layers.append(Gunzip())
             self._head, self._next_sniff = bytearray(), 1
             self.bytes_out -= len(head)  # compressed bytes are not payload
-            self._write(head, len(self._layers) - 1)
+            yield from self._write(head, len(self._layers) - 1)
             return
         found = None if (head == GZIP_MAGIC[:1] and not final) else sniff(head, final)
         if found is None:
@@ -340,7 +298,7 @@ class SitemapParser:
         if found.kind == "text":
             self._stream = TextStream(self.base_url, self.max_urls, found.encoding)
         else:
-            self._stream = XmlStream(found.kind, self.base_url, self.max_urls)
+            self._stream = XmlStream(found.kind, self.base_url, self.max_urls, found.root)
         if found.blank:
             # Element names are matched by local name anyway, and lxml builds
             # "{ns}name" strings on every .tag access: dropping the root's
@@ -348,10 +306,13 @@ class SitemapParser:
             # the hot loop ~15% faster. Prefixed extension namespaces stay.
             start, end = found.blank
             head = head[:start] + b" " * (end - start) + head[end:]
-        self._take(self._stream.feed(head[found.start :]))
+        yield from self._checked(self._stream.feed(head[found.start :]))
 
-    def _take(self, entries: list[Entry]) -> None:
-        self._out += entries
+    def _checked(self, batches: Iterable[list[Entry]]) -> Iterator[list[Entry]]:
+        """Pass a stream's batches on, then stop if it filled up or failed."""
+        for batch in batches:
+            if batch:
+                yield batch
         stream = self._stream
         if stream is not None and stream.full:
             self._stop(f"too many URLs: stopped at max_urls={self.max_urls:,}", truncated=True)
@@ -364,5 +325,11 @@ class SitemapParser:
         self.truncated = self.truncated or truncated
         self._done = True
 
-    def _cap_message(self) -> str:
-        return f"uncompressed size exceeds max_uncompressed_bytes={self.max_uncompressed_bytes:,}"
+    def _cap_reached(self) -> Iterator[list[Entry]]:
+        """Stop at the byte cap, keeping every entry completed before the cut."""
+        self._stop(
+            f"uncompressed size exceeds max_uncompressed_bytes={self.max_uncompressed_bytes:,}",
+            truncated=True,
+        )
+        if self._stream is not None:
+            yield from self._checked([self._stream.close(cut=True)])  # the cap message stays the error

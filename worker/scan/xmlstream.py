@@ -1,24 +1,29 @@
 """Streaming XML layer: lxml pull parser in, entries out, memory flat.
 
-The document kind is already known (the driver sniffed the root element), so
-the pull parser filters entry elements at the C level (``{*}url`` matches any
-namespace or none) and Python only sees finished entries. Entry children are
-matched by local name through a per-document tag cache, so namespace variants
-(sitemaps 0.9, Google 0.84, prefixed, ``xmlns=""``) cost one dict lookup.
-Completed entries are deleted from the tree after every slice, never the
-element libxml2 is still building.
+The driver has already sniffed the root element, so each kind gets the
+cheapest pull mode that is still exact:
+
+* urlset / sitemapindex: one 'start' event for the root, then after every
+  slice all root children but the last are complete (libxml2 builds in
+  document order), so they are read straight from the tree and deleted. No
+  per-entry event tuples: ~10% faster than 'end' events on plain sitemaps.
+* rss / atom: 'end' events filtered at the C level (``{*}item``, ``{*}entry``),
+  since entries sit below <channel> and feeds are small.
+
+Child elements are matched by local name through a per-document tag cache
+(one dict lookup per child), so namespace variants cost nothing extra.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any
 
 from lxml import etree
 
+from worker.scan import extensions as ext
 from worker.scan.model import (
     HTTP_PREFIXES,
     MAX_URL_CHARS,
@@ -27,7 +32,6 @@ from worker.scan.model import (
     Kind,
     Memo,
     SitemapUrl,
-    extension_url,
     lastmod_pair,
     parse_changefreq,
     parse_datetime,
@@ -38,7 +42,7 @@ from worker.scan.model import (
 # Hostile-input settings (sitemaps.md §2): no entity expansion, no network, no
 # DTD, libxml2's default size limits. Comments/PIs/blank text are not stored,
 # which also keeps the tree small. The driver refuses DOCTYPEs before lxml
-# sees them; these options are the second line of defence.
+# sees them; these options and the docinfo check are the second line.
 PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
     "no_network": True,
@@ -51,183 +55,164 @@ PARSER_OPTIONS: dict[str, Any] = {
 }
 SLICE = 64 * 1024  # bytes per lxml feed: bounds the tree between two sweeps
 DOCTYPE_ERROR = "DOCTYPE not allowed (DTD and entity declarations are refused)"
-
-_ENTRY_TAG = {"urlset": "{*}url", "index": "{*}sitemap", "rss": "{*}item", "atom": "{*}entry"}
-
-# Codes for the children of <url>/<sitemap>.
-_SKIP, _LOC, _LASTMOD, _CHANGEFREQ, _PRIORITY, _IMAGE, _VIDEO, _NEWS, _LINK = range(9)
-_CORE = {"loc": _LOC, "lastmod": _LASTMOD, "changefreq": _CHANGEFREQ, "priority": _PRIORITY}
-_CONTAINERS = {"image": _IMAGE, "video": _VIDEO, "news": _NEWS}
-# Extension namespaces vary in the wild (http/https, image/1.1 vs 1.0,
-# sitemaps.org instead of google.com, news/0.84): match the word, not the URI.
-_EXTENSION_WORD = re.compile(r"image|video|news|xhtml|w3\.org/1999", re.IGNORECASE)
-_IMAGE_KEYS = ("loc", "caption", "title", "geo_location", "license")
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """'{ns}local' -> (ns, local). An undeclared prefix ('image:image', which
-    libxml2 reports but keeps) gives the prefix as the namespace hint."""
-    if tag[:1] == "{":
-        ns, _, local = tag[1:].partition("}")
-        return ns, local
-    prefix, _, local = tag.rpartition(":")
-    return prefix, local
-
-
-def _local(tag: str) -> str:
-    return split_tag(tag)[1]
-
-
-def _classify(tag: str, entry_tag: str) -> int:
-    """Which field of an entry a child tag is, from its local name and namespace."""
-    ns, local = split_tag(tag)
-    entry_ns = split_tag(entry_tag)[0]
-    word = _EXTENSION_WORD.search(ns)
-    if local in _CORE and (ns == entry_ns or not word):
-        return _CORE[local]  # never an <image:loc> standing directly under <url>
-    if local in _CONTAINERS and (not word or word[0].lower() == local):
-        return _CONTAINERS[local]  # no namespace at all (forgotten prefix) is accepted
-    if local == "link" and (not ns or ns == entry_ns or (word and word[0].lower() in ("xhtml", "w3.org/1999"))):
-        return _LINK
-    return _SKIP
-
-
-def _text(el: Any) -> str | None:
-    text = el.text
-    if text is None:
-        return None
-    return text.strip() or None
+_ENTRY = {"urlset": "url", "index": "sitemap", "rss": "item", "atom": "entry"}
+_MEMO_LIMIT = 4096
 
 
 class XmlStream:
     """One XML document of a known kind, fed in byte chunks."""
 
-    def __init__(self, kind: Kind, base_url: str, max_urls: int) -> None:
-        self._parser = etree.XMLPullParser(events=("end",), tag=_ENTRY_TAG[kind], **PARSER_OPTIONS)
+    def __init__(self, kind: Kind, base_url: str, max_urls: int, root: str = "") -> None:
+        self._flat = kind in ("urlset", "index")
+        if self._flat:  # root: the root's local name as written (tag filters are case-sensitive)
+            tag = "{*}" + (root or {"urlset": "urlset", "index": "sitemapindex"}[kind])
+            self._parser = etree.XMLPullParser(events=("start", "end"), tag=tag, **PARSER_OPTIONS)
+        else:
+            self._parser = etree.XMLPullParser(events=("end",), tag="{*}" + _ENTRY[kind], **PARSER_OPTIONS)
         self._handle = {
             "urlset": self._urls,
             "index": self._sitemaps,
             "rss": self._items,
             "atom": self._entries,
         }[kind]
+        entry = _ENTRY[kind]  # plus the case variants seen in the wild, for the C-level filter
+        self._entry_tags = tuple(f"{{*}}{name}" for name in (entry, entry.upper(), entry.capitalize()))
+        self._root: Any = None
+        self._root_closed = False
         self._base = base_url
         self._limit = max_urls
-        self._seen: set[str] = set()
         self._codes: dict[str, int] = {}
-        self._locals: Memo[str, str] = Memo(_local)
+        self._locals: Memo[str, str] = Memo(ext.local_name)
+        self._names: dict[str, str] = {}  # the same, as a plain dict for the hot path
         self._dates = Memo(lastmod_pair)
-        # Plain dicts (exact-type subscripts are the fastest lookups), keyed
-        # by the raw element text; bounded by _sweep_memos().
-        self._freqs: dict[str, str | None] = {}
+        self._freqs: dict[str, str | None] = {}  # plain dicts: exact-type subscripts are fastest
         self._prios: dict[str, float | None] = {}
-        self._checked = False
         self._fed = 0
         self.count = 0
         self.skipped = 0  # entries without a usable loc
-        self.duplicates = 0
         self.full = False  # max_urls reached and another entry followed
         self.error: str | None = None
 
-    def feed(self, data: bytes) -> list[Entry]:
-        out: list[Entry] = []
+    def feed(self, data: bytes) -> Iterator[list[Entry]]:
+        """Yield the entries completed by data, one batch per <= 64 KiB slice."""
         for start in range(0, len(data), SLICE):
             piece = data[start : start + SLICE]
             try:
                 self._parser.feed(piece)
             except etree.XMLSyntaxError as exc:
                 self._fail(exc, len(piece))
-            self._drain(out)
+            out: list[Entry] = []
+            self._drain(out, final=False)
             self._fed += len(piece)
+            yield out
             if self.error or self.full:
-                break
-        return out
+                return
 
-    def close(self) -> list[Entry]:
+    def close(self, cut: bool = False) -> list[Entry]:
+        """End of input. libxml2 itself tells a whole last entry from a cut one,
+        so `cut` (input known to be truncated) needs no special handling here."""
         out: list[Entry] = []
         root = None
         try:
             root = self._parser.close()
+            complete = True
         except etree.XMLSyntaxError as exc:
             self._fail(exc, 0)
-        self._drain(out)
-        if root is not None and not self._checked and _has_dtd(root):
-            self.error, out = DOCTYPE_ERROR, []
+            # Input ended with only the root left open (a file cut between two
+            # entries): the last entry's end tag was parsed, so it is whole.
+            # libxml2 names the innermost open element in this message; any
+            # other end-of-input error means the last entry is incomplete.
+            match = _EOF_IN_TAG.match(exc.msg)
+            complete = bool(match and self._root is not None and _same_name(match[1], self._root.tag))
+        if self.error is None and root is not None and _has_dtd(root):
+            self.error = DOCTYPE_ERROR  # nothing was emitted: every drain checks first
+        if self.error is None or not self.error.startswith("DOCTYPE"):
+            self._drain(out, final=complete)
         return out
 
     def _fail(self, exc: etree.XMLSyntaxError, size: int) -> None:
-        # Positions from libxml2 are sometimes wrong for undeclared entities
-        # (and lxml's error_log is empty in push mode), so the byte range of
-        # the slice being parsed is given as a reliable bracket.
-        where = f"bytes {self._fed:,}-{self._fed + size:,}" if size else f"end of input, byte {self._fed:,}"
+        # libxml2 positions are wrong for some errors (undeclared entities) and
+        # lxml's error_log stays empty in push mode, so the byte range of the
+        # slice being parsed is given as a reliable bracket.
+        where = (
+            f"bytes {self._fed:,}-{self._fed + size:,}"
+            if size
+            else f"reported at end of input, byte {self._fed:,}"
+        )
         self.error = f"malformed XML: {exc.msg} ({where})"
 
-    def _drain(self, out: list[Entry]) -> None:
-        events: Iterator[tuple[str, Any]] = self._parser.read_events()
-        if not self._checked:
-            first = next(events, None)
-            if first is None:
+    def _drain(self, out: list[Entry], final: bool) -> None:
+        """Turn every completed entry into output, then delete it from the tree."""
+        if self._flat:
+            for event, el in self._parser.read_events():
+                # The filter matches the root's name at any depth: only the
+                # document element counts (a nested <urlset> closing must not
+                # make an open entry look complete, let alone deletable).
+                if self._root is None:
+                    if _has_dtd(el):
+                        self.error = DOCTYPE_ERROR
+                        return
+                    self._root = el
+                elif event == "end" and el is self._root:
+                    self._root_closed = True
+            root = self._root
+            count = len(root) if root is not None else 0
+            if not count:
                 return
-            if _has_dtd(first[1]):
-                self.error = DOCTYPE_ERROR
+            # All root children but the last are complete (libxml2 builds in
+            # document order); the last one is complete only once the root
+            # is, or when the input ended right after it (see close()). An
+            # entry is never emitted before its end tag was parsed. Entries
+            # are picked out by lxml's C-level tag filter.
+            last = None if final or self._root_closed else root[-1]
+            self._handle(root.iterchildren(self._entry_tags), last, out)
+            del root[: count if last is None else count - 1]  # entries and stray siblings
+        else:
+            done = [el for _, el in self._parser.read_events()]
+            if not done:
                 return
-            self._checked = True
-            events = chain((first,), events)
-        last = self._handle(events, out)
-        if len(self._prios) > 4096 or len(self._freqs) > 4096:
-            self._prios.clear()  # garbage values must not grow without bound
-            self._freqs.clear()
-        if last is not None:
-            parent = last.getparent()
+            if self._root is None:
+                if _has_dtd(done[0]):
+                    self.error = DOCTYPE_ERROR
+                    return
+                self._root = done[0].getroottree().getroot()
+            self._handle(done, None, out)
+            parent = done[-1].getparent()
             if parent is not None:
-                del parent[:-1]  # finished entries (and stray siblings); the last may still be open
+                del parent[:-1]  # finished entries and stray siblings; the last one may still be open
+        if max(len(self._prios), len(self._freqs), len(self._codes), len(self._names)) > _MEMO_LIMIT:
+            for memo in (self._prios, self._freqs, self._codes, self._names):
+                memo.clear()  # hostile files (endless distinct values or tag names) stay bounded
 
-    def _accept(self, text: str | None) -> tuple[str, str | None] | None:
-        """Resolve, dedupe and count one loc; None when it must not be emitted."""
-        resolved = resolve_loc(text, self._base) if text else None
-        if resolved is None:
-            self.skipped += 1
-            return None
-        if resolved[0] in self._seen:
-            self.duplicates += 1
-            return None
-        if self.count >= self._limit:
-            self.full = True
-            return None
-        self._seen.add(resolved[0])
-        self.count += 1
-        return resolved
-
-    def _urls(self, events: Iterator[tuple[str, Any]], out: list[Entry]) -> Any:
+    def _urls(self, elements: Iterable[Any], last: Any, out: list[Entry]) -> None:
         """The hot loop: everything that runs once per <url> is inlined here."""
-        codes, base, seen, limit = self._codes, self._base, self._seen, self._limit
+        codes, base, limit = self._codes, self._base, self._limit
         freqs, prios, fromiso = self._freqs, self._prios, datetime.fromisoformat
-        count, skipped, dupes = self.count, self.skipped, self.duplicates
-        el = None
-        for _, el in events:
-            loc = lastmod = changefreq = priority = extra = None
-            for child in el:
-                tag = child.tag
+        count, skipped = self.count, self.skipped
+        first_extension, new_url, http = ext.IMAGE, SitemapUrl, HTTP_PREFIXES
+        for el in elements:
+            if el is last:
+                break
+            fields: list[str | None] = [None, None, None, None, None]  # indexed by code
+            extra = None
+            for child in el[:]:  # a C-built list: ~40% cheaper than the child iterator
+                child_tag = child.tag
                 try:
-                    code = codes[tag]
+                    code = codes[child_tag]
                 except KeyError:
-                    code = codes[tag] = _classify(tag, el.tag)
-                if code == _LOC:
-                    loc = child.text
-                elif code == _LASTMOD:
-                    lastmod = child.text
-                elif code == _CHANGEFREQ:
-                    changefreq = child.text
-                elif code == _PRIORITY:
-                    priority = child.text
-                elif code:
+                    code = codes[child_tag] = ext.classify(child_tag, el.tag)
+                if code < first_extension:
+                    fields[code] = child.text
+                else:
                     if extra is None:
                         extra = []
                     extra.append((code, child))
+            _, loc, lastmod, changefreq, priority = fields
             if loc is None:
                 skipped += 1
                 continue
             loc = loc.strip()
-            if loc.startswith(HTTP_PREFIXES) and len(loc) <= MAX_URL_CHARS:
+            if loc.startswith(http) and len(loc) <= MAX_URL_CHARS:
                 raw = None
             else:
                 resolved = resolve_loc(loc, base)
@@ -235,13 +220,9 @@ class XmlStream:
                     skipped += 1
                     continue
                 loc, raw = resolved
-            if loc in seen:
-                dupes += 1
-                continue
             if count >= limit:
                 self.full = True
                 break
-            seen.add(loc)
             count += 1
             if lastmod is None:
                 lastmod_at = None
@@ -264,119 +245,50 @@ class XmlStream:
                 try:
                     priority = prios[priority]
                 except KeyError:
-                    prios[priority] = value = parse_priority(priority)
-                    priority = value
+                    prios[priority] = number = parse_priority(priority)
+                    priority = number
             if extra is None:
                 if raw is None:
-                    out.append(SitemapUrl(loc, lastmod, lastmod_at, changefreq, priority))
+                    out.append(new_url(loc, lastmod, lastmod_at, changefreq, priority))
                 else:
                     out.append(SitemapUrl(loc, lastmod, lastmod_at, changefreq, priority, raw_loc=raw))
             else:
-                images, videos, news, alternates = self._extensions(extra)
+                images, videos, news, alternates = ext.extensions(extra, base, self._names)
                 out.append(
                     SitemapUrl(
                         loc, lastmod, lastmod_at, changefreq, priority,
                         images, videos, news, alternates, raw,
                     )
                 )  # fmt: skip
-        self.count, self.skipped, self.duplicates = count, skipped, dupes
-        return el
+        self.count, self.skipped = count, skipped
 
-    def _extensions(self, extra: list[tuple[int, Any]]) -> tuple[Any, Any, Any, Any]:
-        images: list[dict[str, str | None]] = []
-        videos: list[dict[str, Any]] = []
-        alternates: list[dict[str, str | None]] = []
-        news = None
-        for code, child in extra:
-            if code == _LINK:
-                alternate = self._alternate(child)
-                if alternate is not None:
-                    alternates.append(alternate)
-            elif code == _IMAGE:
-                image = self._image(child)
-                if image is not None:
-                    images.append(image)
-            elif code == _VIDEO:
-                videos.append(self._video(child))
-            elif code == _NEWS and news is None:
-                news = self._news(child) or None
-        return tuple(images), tuple(videos), news, tuple(alternates)
-
-    def _alternate(self, el: Any) -> dict[str, str | None] | None:
-        """xhtml:link rel="alternate" hreflang=… href=… (x-default is just a hreflang)."""
-        rel = el.get("rel")
-        hreflang = el.get("hreflang")
-        if rel is None and hreflang is None:
+    def _accept(self, text: str | None) -> tuple[str, str | None] | None:
+        """Resolve and count one loc; None when it must not be emitted."""
+        resolved = resolve_loc(text, self._base) if text else None
+        if resolved is None:
+            self.skipped += 1
             return None
-        if rel is not None and "alternate" not in rel.lower().split():
+        if self.count >= self._limit:
+            self.full = True
             return None
-        href = extension_url(el.get("href"), self._base)
-        if href is None:
-            return None
-        return {"hreflang": hreflang.strip() if hreflang else None, "href": href}
+        self.count += 1
+        return resolved
 
-    def _image(self, el: Any) -> dict[str, str | None] | None:
-        """All image fields, deprecated ones included (caption, title, geo_location, license)."""
-        image: dict[str, str | None] = dict.fromkeys(_IMAGE_KEYS)
-        locals_ = self._locals
-        for child in el:
-            image[locals_[child.tag]] = _text(child)
-        if image["loc"] is None:
-            return None
-        image["loc"] = extension_url(image["loc"], self._base)
-        return image
-
-    def _video(self, el: Any) -> dict[str, Any]:
-        """Every video child by local name; attributes as '<child>_<attr>',
-        repeatable 'tag' and 'price' as lists, nested 'tvshow' as a dict."""
-        video: dict[str, Any] = {}
-        locals_ = self._locals
-        for child in el:
-            key = locals_[child.tag]
-            if len(child):
-                video[key] = {locals_[g.tag]: _text(g) for g in child}
-                continue
-            value = _text(child)
-            if key.endswith("_loc"):
-                value = extension_url(value, self._base)
-            if key == "tag":
-                video.setdefault("tag", []).append(value)
-            elif key == "price":
-                price = {"value": value}
-                price.update((locals_[name], attr) for name, attr in child.attrib.items())
-                video.setdefault("price", []).append(price)
-            else:
-                video[key] = value
-                for name, attr in child.attrib.items():
-                    video[f"{key}_{locals_[name]}"] = attr
-        return video
-
-    def _news(self, el: Any) -> dict[str, str | None]:
-        """news:publication/name|language flattened to publication_name/_language."""
-        news: dict[str, str | None] = {}
-        locals_ = self._locals
-        for child in el:
-            key = locals_[child.tag]
-            if key == "publication":
-                for field in child:
-                    news[f"publication_{locals_[field.tag]}"] = _text(field)
-            else:
-                news[key] = _text(child)
-        return news
-
-    def _sitemaps(self, events: Iterator[tuple[str, Any]], out: list[Entry]) -> Any:
+    def _sitemaps(self, elements: Iterable[Any], last: Any, out: list[Entry]) -> None:
         codes = self._codes
-        el = None
-        for _, el in events:
+        for el in elements:
+            if el is last:
+                break
             loc = lastmod = None
-            for child in el:
+            for child in el[:]:
                 tag = child.tag
-                code = codes.get(tag)
-                if code is None:
-                    code = codes[tag] = _classify(tag, el.tag)
-                if code == _LOC:
+                try:
+                    code = codes[tag]
+                except KeyError:
+                    code = codes[tag] = ext.classify(tag, el.tag)
+                if code == ext.LOC:
                     loc = child.text
-                elif code == _LASTMOD:
+                elif code == ext.LASTMOD:
                     lastmod = child.text
             accepted = self._accept(loc)
             if self.full:
@@ -384,20 +296,20 @@ class XmlStream:
             if accepted is not None:
                 lastmod, lastmod_at = self._dates[lastmod] if lastmod is not None else (None, None)
                 out.append(ChildSitemap(accepted[0], lastmod, lastmod_at, accepted[1]))
-        return el
 
-    def _items(self, events: Iterator[tuple[str, Any]], out: list[Entry]) -> Any:
+    def _items(self, elements: Iterable[Any], last: Any, out: list[Entry]) -> None:
         """RSS 2.0/1.0 <item>: <link>, else a permalink <guid>; pubDate as lastmod."""
         locals_ = self._locals
-        el = None
-        for _, el in events:
+        for el in elements:
             link = guid = date = None
             for child in el:
                 name = locals_[child.tag].lower()
                 if name == "link" and link is None:
-                    link = _text(child) or child.get("href")  # atom:link inside RSS
+                    link = ext.text_of(child) or child.get("href")  # atom:link inside RSS
                 elif name == "guid" and (child.get("isPermaLink") or "true").strip().lower() != "false":
-                    guid = _text(child)
+                    guid = ext.text_of(child)  # a permalink is absolute; "xyz" ids are not pages
+                    if guid is not None and not guid[:8].lower().startswith(HTTP_PREFIXES):
+                        guid = None
                 elif name in ("pubdate", "date", "updated") and date is None:
                     date = child.text
             if link is None:
@@ -405,34 +317,39 @@ class XmlStream:
             self._page(link, date, out)
             if self.full:
                 break
-        return el
 
-    def _entries(self, events: Iterator[tuple[str, Any]], out: list[Entry]) -> Any:
+    def _entries(self, elements: Iterable[Any], last: Any, out: list[Entry]) -> None:
         """Atom 1.0/0.3 <entry>: <link href> with rel=alternate or no rel; <updated> as lastmod."""
         locals_ = self._locals
-        el = None
-        for _, el in events:
+        for el in elements:
             link = None
             dates: dict[str, str] = {}
             for child in el:
                 name = locals_[child.tag]
                 if name == "link" and link is None:
-                    rel = (child.get("rel") or "alternate").strip().lower()
-                    if rel == "alternate":
+                    if (child.get("rel") or "alternate").strip().lower() == "alternate":
                         link = child.get("href")
                 elif name in ("updated", "published", "modified", "issued") and child.text:
                     dates.setdefault(name, child.text)
-            date = next((dates[k] for k in ("updated", "modified", "published", "issued") if k in dates), None)
+            date = next(
+                (dates[k] for k in ("updated", "modified", "published", "issued") if k in dates), None
+            )
             self._page(link, date, out)
             if self.full:
                 break
-        return el
 
     def _page(self, link: str | None, date: str | None, out: list[Entry]) -> None:
         accepted = self._accept(link)
         if accepted is not None:
             lastmod, lastmod_at = self._dates[date] if date is not None else (None, None)
             out.append(SitemapUrl(accepted[0], lastmod, lastmod_at, raw_loc=accepted[1]))
+
+
+_EOF_IN_TAG = re.compile(r"Premature end of data in tag (\S+) line")
+
+
+def _same_name(qname: str, tag: str) -> bool:
+    return qname.rpartition(":")[2] == ext.local_name(tag)
 
 
 def _has_dtd(el: Any) -> bool:
