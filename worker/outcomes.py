@@ -102,13 +102,15 @@ class OutcomeWriter:
             if outcome.kind in ("failed", "retry"):
                 await self._write_one(outcome)
 
+    @staticmethod
+    def completion_args(chunk: list[Outcome]) -> tuple[list[int], list[str]]:
+        return [o.job.id for o in chunk], [_dump(o.result) for o in chunk]
+
     async def _complete(self, chunk: list[Outcome]) -> None:
         try:
             async with db.pooled_transaction(self._pool, self._settings) as conn:
-                rows = await conn.fetch(
-                    q("complete_jobs"), self._owner,
-                    [o.job.id for o in chunk], [_dump(o.result) for o in chunk],
-                )
+                rows = await conn.fetch(q("complete_jobs"), self._owner,
+                                        *self.completion_args(chunk))
         except CONNECTION_ERRORS:
             raise
         except asyncpg.PostgresError as exc:
@@ -121,12 +123,12 @@ class OutcomeWriter:
             await self._write_one(Outcome(only.job, "failed", duration=only.duration,
                                           error=f"could not store result: {describe(exc)}"))
             return
-        self._report(chunk, {r["id"] for r in rows})
+        self.report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
         async with db.pooled_transaction(self._pool, self._settings) as conn:
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
-        self._report(outcomes, {r["id"] for r in rows})
+        self.report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
@@ -135,9 +137,9 @@ class OutcomeWriter:
                 done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
             else:
                 done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
-        self._report([outcome], {done} if done is not None else set())
+        self.report([outcome], {done} if done is not None else set())
 
-    def _report(self, outcomes: list[Outcome], written: set[int]) -> None:
+    def report(self, outcomes: list[Outcome], written: set[int]) -> None:
         """The job's end-of-run log line; a guard that touched nothing is said plainly."""
         self.written += len(written)
         for o in outcomes:

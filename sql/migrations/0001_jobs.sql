@@ -74,52 +74,72 @@ DROP TRIGGER IF EXISTS jobs_touch ON jobs;
 CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_touch();
 
 -- Wake-up. A NOTIFY makes its transaction take a cluster-wide lock through commit
--- (queues.md §4.1), which would cap concurrent inserts at one commit at a time. So:
--- one statement-level trigger (one NOTIFY per INSERT statement, however many rows), and
--- a throttle of at most about one wake-up per window (default 5 ms; set
--- `ALTER DATABASE ... SET sitemap_worker.wakeup_window_ms = N` to change it). The
--- throttle state is a sequence holding the last notified time bucket: sequences are not
--- transactional, so an inserter never waits on another's lock, and a long transaction
--- cannot hold the throttle closed. A job whose wake-up was throttled away is caught by
--- the worker's trailing-edge poll one window after the wake-up it did get.
-CREATE SEQUENCE IF NOT EXISTS job_wakeup_bucket MINVALUE 0 START 0;
+-- (queues.md §4.1), which would cap concurrent inserts at one commit at a time. So the
+-- wake-up is throttled to about one NOTIFY per window (5 ms; change it with
+-- `SELECT sitemap_worker_set_wakeup_window(10)`), with a constant payload. The throttle
+-- state is a sequence holding the last notified time bucket: sequences are not
+-- transactional, so an inserter never waits on another's lock and a long transaction
+-- cannot hold the throttle closed. The check sits in the trigger's WHEN clause, evaluated
+-- in C (float arithmetic, the window a constant) for each inserted row, so plpgsql runs
+-- only when a NOTIFY is due; it is a BEFORE trigger so that the first row of a bulk INSERT
+-- closes the window for the rest at once. A job whose wake-up was throttled away is caught
+-- by the worker's trailing-edge poll one window after the wake-up it did get.
+CREATE SEQUENCE IF NOT EXISTS job_wakeup_bucket MINVALUE -1 START -1;
 
 CREATE OR REPLACE FUNCTION jobs_wake_workers() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    window_ms numeric := coalesce(
-        nullif(current_setting('sitemap_worker.wakeup_window_ms', true), '')::numeric, 5);
-    bucket bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM new_jobs WHERE status = 'pending' AND run_at <= now()) THEN
-        RETURN NULL;  -- nothing runnable now: scheduled jobs are found by the poll
-    END IF;
-    bucket := floor(extract(epoch FROM clock_timestamp()) * 1000 / greatest(window_ms, 0.001));
-    IF bucket > (SELECT last_value FROM job_wakeup_bucket) THEN
-        PERFORM setval('job_wakeup_bucket', bucket);
-        PERFORM pg_notify('sitemap_worker_wakeup', '');
-    END IF;
-    RETURN NULL;
+    -- TG_ARGV[0]: buckets per second (1000 / window in ms).
+    PERFORM setval('job_wakeup_bucket',
+                   floor(date_part('epoch', clock_timestamp()) * TG_ARGV[0]::float8)::bigint);
+    PERFORM pg_notify('sitemap_worker_wakeup', '');
+    RETURN NEW;
 END $$;
 
-DROP TRIGGER IF EXISTS jobs_wake_workers ON jobs;
-CREATE TRIGGER jobs_wake_workers AFTER INSERT ON jobs
-    REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_wake_workers();
-
--- Status channel for clients (never the workers' channel): one notification per job whose
--- status changed, payload {"id": ..., "status": ..., "job_type": ...}.
-CREATE OR REPLACE FUNCTION jobs_notify_status() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION sitemap_worker_set_wakeup_window(window_ms double precision)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    per_second double precision := 1000.0 / greatest(window_ms, 0.001);
 BEGIN
-    PERFORM pg_notify('sitemap_worker_status', json_build_object(
-        'id', NEW.id, 'status', NEW.status, 'job_type', NEW.job_type,
-        'attempts', NEW.attempts)::text);
+    DROP TRIGGER IF EXISTS jobs_wake_workers ON jobs;
+    EXECUTE format($t$
+        CREATE TRIGGER jobs_wake_workers BEFORE INSERT ON jobs
+            FOR EACH ROW
+            WHEN (NEW.status = 'pending' AND NEW.run_at <= now()
+                  AND floor(date_part('epoch', clock_timestamp()) * %1$s::float8)
+                      > coalesce(pg_sequence_last_value('job_wakeup_bucket'), -1))
+            EXECUTE FUNCTION jobs_wake_workers(%1$L)$t$, per_second);
+END $$;
+
+SELECT sitemap_worker_set_wakeup_window(5);
+
+-- Status channel for clients (never the workers' channel): after each UPDATE statement
+-- that changed jobs' status, one notification per new status listing the jobs, e.g.
+-- {"status": "completed", "ids": [41, 42]} (at most 500 ids per notification, to stay
+-- under the 8000-byte payload limit). Statement-level, so a batch of claims or
+-- completions costs one trigger call, not one per row.
+CREATE OR REPLACE FUNCTION jobs_notify_status() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    change record;
+BEGIN
+    FOR change IN
+        SELECT n.status, array_agg(n.id ORDER BY n.id) AS ids
+          FROM new_rows n JOIN old_rows o USING (id)
+         WHERE n.status IS DISTINCT FROM o.status
+         GROUP BY n.status
+    LOOP
+        FOR chunk IN 0 .. (cardinality(change.ids) - 1) / 500 LOOP
+            PERFORM pg_notify('sitemap_worker_status', json_build_object(
+                'status', change.status,
+                'ids', change.ids[chunk * 500 + 1 : chunk * 500 + 500])::text);
+        END LOOP;
+    END LOOP;
     RETURN NULL;
 END $$;
 
 DROP TRIGGER IF EXISTS jobs_notify_status ON jobs;
-CREATE TRIGGER jobs_notify_status AFTER UPDATE OF status ON jobs
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION jobs_notify_status();
+CREATE TRIGGER jobs_notify_status AFTER UPDATE ON jobs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_status();
 
 -- Hot-path statements as plpgsql functions: plpgsql caches their plans per server
 -- session, so a pooled client that never prepares anything (PgBouncer/Supavisor in
@@ -170,7 +190,7 @@ BEGIN
     RETURN QUERY
     UPDATE jobs j
        SET status = 'processing', owner = p_owner, attempts = j.attempts + 1,
-           started_at = now(), error = NULL,
+           started_at = ts, error = NULL,
            lease_expires_at = ts + make_interval(secs => p_lease_seconds)
      WHERE j.id = ANY(picked)
     RETURNING j.id, j.job_type, j.payload::text, j.attempts, j.max_attempts, j.priority,

@@ -292,9 +292,8 @@ async def test_listener_wakes_an_idle_worker(pool, make_settings, urls, direct, 
 async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, urls, direct, watcher):
     # A 10 s throttle window: only the first insert notifies; the second is found by the
     # trailing poll, long before the 60 s fallback poll or the first job's end.
-    await direct.execute(f"ALTER DATABASE {await direct.fetchval('SELECT current_database()')}"
-                         " SET sitemap_worker.wakeup_window_ms = 10000")
-    inserter = await asyncpg.connect(urls.listen)  # new session sees the database setting
+    await direct.execute("SELECT sitemap_worker_set_wakeup_window(10000)")
+    inserter = await asyncpg.connect(urls.listen)
     settings = make_settings(poll_interval=timedelta(seconds=60), trailing_poll=timedelta(seconds=0.3))
     worker = Worker(pool, settings, default_registry(), concurrency=2)
     listener = Listener(urls.listen, settings, worker.notify, worker.wake)

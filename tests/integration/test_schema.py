@@ -11,6 +11,7 @@ import pytest
 
 from worker.migrate import migrate
 from worker.settings import Settings
+from worker.sql import migrations
 
 CONTRACT_COLUMNS = {
     "id", "job_type", "payload", "status", "progress", "result", "error", "attempts",
@@ -67,12 +68,12 @@ async def test_invalid_status_is_refused_by_the_database(direct):
 async def test_migrate_twice_and_concurrently_is_safe(pg_server, database):
     dsn = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{database}"
     with psycopg.connect(dsn, autocommit=True) as conn:  # start from an empty database
-        conn.execute("DROP TABLE jobs, sitemap_worker_migrations CASCADE")
+        conn.execute("DROP TABLE sitemap_urls, sitemap_files, jobs, sitemap_worker_migrations CASCADE")
         conn.execute("DROP SEQUENCE job_wakeup_bucket")
     settings = Settings(database_url=dsn)
     results = await asyncio.gather(*[migrate(dsn, settings) for _ in range(4)])
     applied = sorted(results, key=len)
-    assert applied[-1] == ["0001_jobs"] and all(r == [] for r in applied[:-1])
+    assert applied[-1] == [v for v, _ in migrations()] and all(r == [] for r in applied[:-1])
     assert await migrate(dsn, settings) == []
 
 
@@ -101,18 +102,31 @@ async def test_status_changes_never_wake_workers_but_reach_the_status_channel(di
     await round_trip(other)
     assert wake.items == []
     events = [json.loads(p) for p in status.items]
-    assert [(e["id"], e["status"]) for e in events] == [(job_id, "processing"), (job_id, "cancelled")]
-    assert events[0]["job_type"] == "noop"
+    assert events == [{"status": "processing", "ids": [job_id]}, {"status": "cancelled", "ids": [job_id]}]
+
+
+async def test_status_channel_groups_a_batch_by_status_in_chunks(direct, other):
+    await direct.execute("INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, 1200)")
+    status = await listen(other, "sitemap_worker_status")
+    await direct.execute(
+        "UPDATE jobs SET status = CASE WHEN id % 2 = 0 THEN 'cancelled' ELSE 'failed' END")
+    await round_trip(other)
+    events = [json.loads(p) for p in status.items]
+    assert sorted(len(e["ids"]) for e in events) == [100, 100, 500, 500]  # 600 each, chunked
+    by_status = {s: sorted(i for e in events if e["status"] == s for i in e["ids"])
+                 for s in ("cancelled", "failed")}
+    assert by_status["cancelled"] == list(range(2, 1201, 2))
+    assert by_status["failed"] == list(range(1, 1201, 2))
 
 
 async def test_wakeups_are_throttled_within_the_window(direct, other):
     inbox = await listen(other, "sitemap_worker_wakeup")
-    await direct.execute("SET sitemap_worker.wakeup_window_ms = 60000")
+    await direct.execute("SELECT sitemap_worker_set_wakeup_window(60000)")
     for _ in range(20):
         await direct.execute("INSERT INTO jobs (job_type) VALUES ('noop')")
     await round_trip(other)
     assert len(inbox.items) <= 2  # one per 60 s bucket (two if a bucket edge fell inside)
-    await direct.execute("SET sitemap_worker.wakeup_window_ms = 0.001")
+    await direct.execute("SELECT sitemap_worker_set_wakeup_window(0.001)")
     for _ in range(5):
         await direct.execute("INSERT INTO jobs (job_type) VALUES ('noop')")
     await round_trip(other)

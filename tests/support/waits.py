@@ -29,7 +29,7 @@ class StatusWatcher:
         import json
 
         data = json.loads(payload)
-        self.events.append((data["id"], data["status"]))
+        self.events.extend((job_id, data["status"]) for job_id in data["ids"])
         self._changed.set()
 
     async def close(self) -> None:
