@@ -95,3 +95,41 @@ SELECT count(*) FROM pg_stat_activity
 -- name: job_states :many
 -- $1 ids.
 SELECT id, job_type, status, progress, attempts, error FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id;
+
+-- name: upsert_sitemap_file :val
+-- The file's row before its URLs (they reference it); a retried job finds its old row.
+-- $1 job, $2 url, $3 parent file id, $4 parent url, $5 depth, $6 source.
+INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, status)
+VALUES ($1, $2, $3, $4, $5, $6, 'ok')
+ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now()
+RETURNING id;
+
+-- name: finish_sitemap_file :exec
+-- $1 id, then what the fetch and the parse found.
+UPDATE sitemap_files
+   SET final_url = $2, kind = $3, status = $4, error = $5, url_count = $6, truncated = $7,
+       http_status = $8, bytes = $9, bytes_uncompressed = $10, content_type = $11,
+       etag = $12, last_modified = $13, fetch_ms = $14, fetched_at = now()
+ WHERE id = $1;
+
+-- name: insert_sitemap_urls :val
+-- A chunk of page URLs in one statement; a URL already stored for this job (listed by
+-- another sitemap, or stored before a crash) is skipped. Returns how many were new.
+-- $1 job, $2 file, then one array per column.
+WITH new_rows AS (
+    INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc, lastmod, lastmod_raw, changefreq,
+                              priority, images, videos, news, alternates)
+    SELECT $1, $2, u.loc, u.lastmod, u.lastmod_raw, u.changefreq, u.priority,
+           u.images::jsonb, u.videos::jsonb, u.news::jsonb, u.alternates::jsonb
+      FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::real[],
+                  $8::text[], $9::text[], $10::text[], $11::text[])
+           AS u (loc, lastmod, lastmod_raw, changefreq, priority, images, videos, news, alternates)
+    ON CONFLICT (job_id, md5(loc)) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new_rows;
+
+-- name: sitemap_tree :many
+-- $1 job.
+SELECT id, parent_id, url, kind, status, error, url_count, truncated, http_status, source, depth
+  FROM sitemap_files WHERE job_id = $1 ORDER BY id;

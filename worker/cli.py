@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", type=int, help="attempts before failing (default 3)")
     enqueue.add_argument("--wait", action="store_true", help="show progress until the jobs end")
 
+    scan = sub.add_parser("scan", help="scan domains in this process: progress, result, tree")
+    scan.add_argument("domains", nargs="+", metavar="DOMAIN")
+    scan.add_argument("--max-urls", type=int, help="cap on stored URLs per scan")
+    scan.add_argument("--concurrency", type=int, help="jobs at once in this process")
+
     status = sub.add_parser("status", help="one job's details, or a summary of recent jobs")
     status.add_argument("job_id", nargs="?", type=int)
     status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
@@ -103,6 +108,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await _enqueue(urls, settings, args)
         if args.command == "status":
             return await _status(urls, settings, args)
+        if args.command == "scan":
+            return await _scan(urls, settings, args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -122,16 +129,39 @@ def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
     return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in args.domains]
 
 
-async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
-    job_type, payloads = _payloads(args)
+async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[str],
+                  priority: int = 0, max_attempts: int | None = None) -> list[int]:
     conn = await db.connect(urls.work, settings)
     try:
         async with db.transaction(conn, settings):
-            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, args.priority,
-                                    args.max_attempts)
+            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, priority, max_attempts)
     finally:
         await conn.close()
-    ids = [r["id"] for r in rows]
+    return [r["id"] for r in rows]
+
+
+async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
+    """Enqueue, then run a worker in this process until these jobs have ended."""
+    from .runner import serve
+    from .waiting import wait_for_jobs
+
+    args.job_type = None
+    _, payloads = _payloads(args)
+    ids = await _insert(urls, settings, "sitemap_scan", payloads)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(urls, settings, concurrency=args.concurrency or len(ids),
+                                       handle_signals=False, stop=stop))
+    try:
+        await wait_for_jobs(urls.listen, settings, ids)
+    finally:
+        stop.set()
+        await worker
+    return await _print_final(urls, settings, ids)
+
+
+async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
+    job_type, payloads = _payloads(args)
+    ids = await _insert(urls, settings, job_type, payloads, args.priority, args.max_attempts)
     for job_id in ids:
         print(job_id)
     if not args.wait:
@@ -143,14 +173,12 @@ async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> 
 
 
 async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
-    from .report import job_detail
-
     conn = await db.connect(urls.listen, settings)
     try:
         failed = False
         for job_id in ids:
             job = await conn.fetchrow(q("get_job"), job_id)
-            print(job_detail(job))
+            print(await _describe_job(conn, job))
             failed |= job["status"] != "completed"
         return 1 if failed else 0
     finally:
@@ -158,7 +186,7 @@ async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
 
 
 async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
-    from .report import job_detail, summary
+    from .report import summary
 
     conn = await db.connect(urls.listen, settings)
     try:
@@ -167,7 +195,7 @@ async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> i
             if job is None:
                 print(f"no job {args.job_id}", file=sys.stderr)
                 return 1
-            print(job_detail(job))
+            print(await _describe_job(conn, job))
             return 0
         counts = await conn.fetch(q("count_by_status"))
         recent = await conn.fetch(q("recent_jobs"), args.limit)
@@ -175,3 +203,14 @@ async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> i
         return 0
     finally:
         await conn.close()
+
+
+async def _describe_job(conn: object, job: object) -> str:
+    """A job's details, and for a scan the tree of sitemap files it found."""
+    from .report import job_detail, sitemap_tree
+
+    text = job_detail(job)
+    if job["job_type"] == "sitemap_scan":
+        files = await conn.fetch(q("sitemap_tree"), job["id"])
+        text += "\n  sitemaps\n" + sitemap_tree(files)
+    return text

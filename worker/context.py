@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +38,20 @@ class JobContext:
     """Handed to a job's handler. Network I/O happens between phases, never inside one."""
 
     def __init__(self, job: ClaimedJob, owner: str, pool: asyncpg.Pool, settings: Settings,
-                 stopping: asyncio.Event) -> None:
+                 stopping: asyncio.Event, resources: dict[str, Any] | None = None) -> None:
         self.job = job
         self.owner = owner
         self.pool = pool
         self.settings = settings
         self._stopping = stopping
+        self._resources = resources if resources is not None else {}
+
+    def resource(self, name: str, factory: Callable[[], Any]) -> Any:
+        """A per-worker object shared by its jobs (the HTTP session), made on first use
+        and closed by the worker when it stops."""
+        if name not in self._resources:
+            self._resources[name] = factory()
+        return self._resources[name]
 
     @property
     def stopping(self) -> bool:

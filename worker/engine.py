@@ -69,6 +69,7 @@ class Worker:
         self._notified = False
         self._claim_failing_since: float | None = None
         self.claimed = 0
+        self.resources: dict[str, object] = {}  # shared by this worker's jobs; closed on exit
 
     # -- wake-ups -------------------------------------------------------------------------
 
@@ -98,6 +99,10 @@ class Worker:
             await self.outcomes.wait_idle()
             writer.cancel()
             await asyncio.gather(heartbeat, writer, return_exceptions=True)
+            for resource in self.resources.values():
+                close = getattr(resource, "close", None)
+                if close is not None:
+                    await close()
 
     async def _loop(self) -> None:
         while not self.stopping.is_set():
@@ -156,7 +161,7 @@ class Worker:
     # -- one job --------------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        ctx = JobContext(job, self.owner, self.pool, self.settings, self.stopping)
+        ctx = JobContext(job, self.owner, self.pool, self.settings, self.stopping, self.resources)
         task = asyncio.create_task(self._run_job(ctx), name=f"job-{job.id}")
         self.running[job.id] = Running(task, ctx)
 

@@ -85,3 +85,29 @@ def _pretty(text: str) -> str:
         return json.dumps(json.loads(text), separators=(", ", ": "))
     except ValueError:
         return text
+
+
+def sitemap_tree(files: Sequence[asyncpg.Record]) -> str:
+    """Indexes with their children indented; well-known paths that were not there are only
+    counted, since every scan probes them."""
+    missing = [f for f in files if f["source"] == "well_known" and f["http_status"] in (404, 410)]
+    shown = [f for f in files if f not in missing]
+    ids = {f["id"] for f in shown}
+    children: dict[int | None, list[asyncpg.Record]] = {}
+    for f in shown:
+        parent = f["parent_id"] if f["parent_id"] in ids else None
+        children.setdefault(parent, []).append(f)
+    lines: list[str] = []
+
+    def walk(parent: int | None, indent: str) -> None:
+        for f in children.get(parent, []):
+            what = f["kind"] or "?"
+            count = f"{f['url_count']:,} urls" + (" (truncated)" if f["truncated"] else "")
+            error = f"  ERROR {f['error']}" if f["error"] else ""
+            lines.append(f"{indent}{f['url']}  [{what}] {count}{error}")
+            walk(f["id"], indent + "    ")
+
+    walk(None, "  ")
+    if missing:
+        lines.append(f"  ({len(missing)} well-known paths not found)")
+    return "\n".join(lines) if lines else "  (no sitemap files)"

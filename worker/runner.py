@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
-                burst: bool = False, handle_signals: bool = True) -> Worker:
-    """Run until stopped (or, with burst, until nothing is runnable); returns the engine
-    so callers can read its counters."""
+                burst: bool = False, handle_signals: bool = True,
+                stop: asyncio.Event | None = None) -> Worker:
+    """Run until stopped (a signal, or `stop` being set; with burst, until nothing is
+    runnable); returns the engine so callers can read its counters."""
     concurrency = concurrency or settings.concurrency
     size = settings.pool_size or min(concurrency + 3, 20)
     pool = await db.create_pool(urls.work, settings, size=size)
@@ -30,10 +31,13 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     ready_task = asyncio.create_task(_announce(worker, listener, concurrency))
     if handle_signals:
         _install_signals(worker)
+    stopper = asyncio.create_task(_stop_on(stop, worker)) if stop is not None else None
     try:
         await worker.run()
     finally:
         ready_task.cancel()
+        if stopper is not None:
+            stopper.cancel()
         if handle_signals:
             _remove_signals()
         if listener is not None and listen_task is not None:
@@ -42,6 +46,11 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
         await pool.close()
     log.info("worker %s stopped (%d job(s) claimed)", worker.owner, worker.claimed)
     return worker
+
+
+async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:
+    await stop.wait()
+    worker.request_stop()
 
 
 async def _announce(worker: Worker, listener: Listener | None, concurrency: int) -> None:

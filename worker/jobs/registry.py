@@ -80,5 +80,6 @@ def _explain(exc: ValidationError) -> str:
 def default_registry() -> Registry:
     """Every job type this package ships."""
     from .noop import NOOP
+    from .sitemap_scan import SITEMAP_SCAN
 
-    return Registry([NOOP])
+    return Registry([NOOP, SITEMAP_SCAN])

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 WELL_KNOWN_PATHS: tuple[str, ...] = (
     "/sitemap.xml",
     "/sitemap_index.xml",
+    "/sitemap.txt",
     "/sitemap-index.xml",
     "/wp-sitemap.xml",
     "/sitemap.xml.gz",

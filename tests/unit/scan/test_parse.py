@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from tests.unit.scan.fixtures import (
     ALL_NS,
     BASE,
@@ -34,7 +35,6 @@ from tests.unit.scan.fixtures import (
     urlset,
     zero_bomb,
 )
-
 from worker.scan import ChildSitemap, SitemapParser, SitemapUrl
 from worker.scan.xmlstream import XmlStream
 

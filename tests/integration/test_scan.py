@@ -1,0 +1,100 @@
+"""sitemap_scan end to end: a real site on 127.0.0.1, the real worker, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+import pytest
+
+from tests.support.sites import Site
+from worker.engine import Worker
+from worker.jobs import default_registry
+
+NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+IMG = 'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"'
+XHTML = 'xmlns:xhtml="http://www.w3.org/1999/xhtml"'
+
+
+def urlset(*locs: str, extra: str = "") -> bytes:
+    body = "".join(f"<url><loc>{loc}</loc>{extra}</url>" for loc in locs)
+    return f'<?xml version="1.0"?><urlset {NS} {IMG} {XHTML}>{body}</urlset>'.encode()
+
+
+def index(*locs: str) -> bytes:
+    body = "".join(f"<sitemap><loc>{loc}</loc></sitemap>" for loc in locs)
+    return f'<?xml version="1.0"?><sitemapindex {NS}>{body}</sitemapindex>'.encode()
+
+
+@pytest.fixture
+async def site():
+    async with Site() as s:
+        yield s
+
+
+async def scan(pool, settings, direct, domain: str, **payload):
+    job_id = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
+        json.dumps({"domain": domain, **payload}))
+    worker = Worker(pool, settings, default_registry(), concurrency=2, burst=True)
+    await asyncio.wait_for(worker.run(), 60)
+    return await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+
+
+async def test_scan_walks_robots_index_gzip_and_stores_each_url_once(site, pool, make_settings, direct):
+    o = site.origin
+    site.add("/robots.txt", f"User-agent: *\nSitemap: {o}/sitemap_index.xml # main\n".encode())
+    site.add("/sitemap_index.xml", index(f"{o}/a.xml", f"{o}/b.xml.gz", f"{o}/missing.xml",
+                                         f"{o}/a.xml", f"{o}/sitemap_index.xml"))
+    extra = (f'<image:image><image:loc>{o}/i1.jpg</image:loc></image:image>'
+             f'<image:image><image:loc>{o}/i2.jpg</image:loc></image:image>'
+             f'<xhtml:link rel="alternate" hreflang="de" href="{o}/de/"/>'
+             f'<xhtml:link rel="alternate" hreflang="x-default" href="{o}/"/>')
+    site.add("/a.xml", urlset(f"{o}/p1?x=1&amp;y=2", f"{o}/p2", f"{o}/p3", extra=extra))
+    site.add("/b.xml.gz", gzip.compress(urlset(f"{o}/p3", f"{o}/p4")))
+    site.add("/sitemap.xml", urlset(f"{o}/p5"))
+    job = await scan(pool, make_settings(allow_private_networks=True), direct, o)
+    assert job["status"] == "completed", job["error"]
+    result = json.loads(job["result"])
+    assert result["url_count"] == 5 and result["error_count"] == 1
+    assert result["sitemap_count"] == 5  # index, a, b, missing, sitemap.xml; not the absent probes
+    assert result["kinds"] == {"index": 1, "urlset": 3}
+    assert job["progress"] == 1
+    urls = {r["loc"]: r for r in await direct.fetch("SELECT * FROM sitemap_urls")}
+    assert set(urls) == {f"{o}/p1?x=1&y=2", f"{o}/p2", f"{o}/p3", f"{o}/p4", f"{o}/p5"}
+    assert [i["loc"] for i in json.loads(urls[f"{o}/p2"]["images"])] == [f"{o}/i1.jpg", f"{o}/i2.jpg"]
+    assert {a["hreflang"] for a in json.loads(urls[f"{o}/p2"]["alternates"])} == {"de", "x-default"}
+    assert urls[f"{o}/p4"]["images"] is None
+    files = {r["url"]: r for r in await direct.fetch("SELECT * FROM sitemap_files")}
+    assert site.hits["/a.xml"] == 1 and site.hits["/sitemap_index.xml"] == 1  # listed twice, fetched once
+    assert files[f"{o}/missing.xml"]["status"] == "error"
+    assert files[f"{o}/missing.xml"]["error"] == "HTTP 404"
+    assert files[f"{o}/a.xml"]["parent_id"] == files[f"{o}/sitemap_index.xml"]["id"]
+    assert files[f"{o}/a.xml"]["url_count"] == 3 and files[f"{o}/b.xml.gz"]["url_count"] == 2
+    assert files[f"{o}/sitemap_index.xml"]["source"] == "robots"
+    assert files[f"{o}/sitemap.xml"]["source"] == "well_known"
+
+
+async def test_max_urls_caps_what_is_stored(site, pool, make_settings, direct):
+    o = site.origin
+    site.add("/sitemap.xml", urlset(*[f"{o}/p{i}" for i in range(50)]))
+    job = await scan(pool, make_settings(allow_private_networks=True), direct, o, max_urls=10)
+    result = json.loads(job["result"])
+    assert job["status"] == "completed" and result["url_count"] == 10 and result["truncated"]
+    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == 10
+
+
+async def test_ssrf_guard_refuses_loopback_by_default(site, pool, make_settings, direct):
+    site.add("/sitemap.xml", urlset(f"{site.origin}/p"))
+    job = await scan(pool, make_settings(allow_private_networks=False), direct, site.origin)
+    assert job["status"] == "failed"
+    assert "loopback" in job["error"] and job["error"].startswith("no sitemap could be fetched")
+    assert site.hits.get("/sitemap.xml", 0) == 0 and site.hits.get("/robots.txt", 0) == 0
+
+
+@pytest.mark.parametrize("domain", ["", "ftp://example.com", "user:pw@example.com", "exa mple.com"])
+async def test_invalid_domain_fails_with_a_clear_error(pool, settings, direct, domain):
+    job = await scan(pool, settings, direct, domain)
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"].startswith("invalid payload for sitemap_scan: domain")

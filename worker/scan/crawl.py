@@ -1,0 +1,160 @@
+"""One site's scan: discover sitemaps, walk indexes breadth-first, stream each file into the
+parser and its URLs into Postgres in chunks. No transaction is open while bytes arrive: a
+chunk of URLs is written between two reads of the body, in its own short phase."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import JobContext
+from ..errors import PermanentJobError
+from .fetch import Fetcher, FetchResult
+from .model import ChildSitemap, SitemapUrl
+from .parse import SitemapParser
+from .robots import WELL_KNOWN_PATHS, sitemaps_from_robots
+from .store import CHUNK, FileOutcome, finish_file, open_file, store_urls
+from .target import Target
+
+MAX_DEPTH = 10
+MAX_FILES = 1000
+FILES_AT_ONCE = 4
+
+
+@dataclass(slots=True)
+class Pending:
+    url: str
+    parent_id: int | None
+    parent_url: str | None
+    depth: int
+    source: str
+
+
+@dataclass
+class ScanState:
+    max_urls: int
+    visited: set[str] = field(default_factory=set)
+    kinds: Counter[str] = field(default_factory=Counter)
+    files: int = 0
+    errors: int = 0
+    missing: int = 0  # well-known paths that are simply not there
+    ok: int = 0
+    first_error: str | None = None
+    urls: int = 0
+    bytes: int = 0
+    truncated: bool = False
+    known: int = 0  # files discovered so far, for progress
+
+    @property
+    def full(self) -> bool:
+        return self.urls >= self.max_urls
+
+
+async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls: int) -> dict[str, Any]:
+    """Scan one target; returns the job's result summary."""
+    began = time.monotonic()
+    state = ScanState(max_urls=max_urls)
+    origin, seeds = await _discover(fetcher, target)
+    queue: list[Pending] = [Pending(url, None, None, 0, source) for url, source in seeds]
+    state.known = len(queue)
+    while queue and not state.full and state.files < MAX_FILES:
+        batch, queue = queue[:FILES_AT_ONCE], queue[FILES_AT_ONCE:]
+        found = await asyncio.gather(*(_scan_file(ctx, fetcher, state, item) for item in batch))
+        for children in found:
+            queue.extend(children)
+            state.known += len(children)
+    if state.errors and not state.ok:
+        raise PermanentJobError(f"no sitemap could be fetched ({state.errors} tried); "
+                                f"first error: {state.first_error}")
+    return {
+        "domain": target.host, "origin": origin,
+        "sitemap_count": state.files - state.missing, "url_count": state.urls, "error_count": state.errors,
+        "well_known_missing": state.missing, "kinds": dict(state.kinds),
+        "truncated": state.truncated or bool(queue), "bytes": state.bytes,
+        "duration_s": round(time.monotonic() - began, 3),
+    }
+
+
+async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[str, str]]]:
+    """robots.txt Sitemap: lines and the well-known paths, always both. For a bare name,
+    https first; http when https cannot be reached at all."""
+    origin, listed = target.origins[0], []
+    for candidate in target.origins:
+        result, body = await fetcher.fetch_bytes(candidate + "/robots.txt")
+        origin = candidate
+        if result.status is not None:  # the server answered, whatever the status
+            if result.ok:
+                listed = sitemaps_from_robots(body, result.final_url or candidate + "/robots.txt")
+            break
+    seeds = [(url, "robots") for url in listed]
+    seeds += [(origin + path, "well_known") for path in WELL_KNOWN_PATHS
+              if origin + path not in listed]
+    return origin, seeds
+
+
+async def _scan_file(ctx: JobContext, fetcher: Fetcher, state: ScanState, item: Pending) -> list[Pending]:
+    if item.url in state.visited:
+        return []
+    state.visited.add(item.url)
+    parser = SitemapParser(item.url, max_urls=max(state.max_urls - state.urls, 1))
+    pending: list[SitemapUrl] = []
+    children: list[ChildSitemap] = []
+    file_id = await open_file(ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source)
+    stored = listed = 0
+
+    async def flush() -> None:
+        nonlocal stored, listed, pending
+        if pending:
+            chunk, pending = pending, []
+            listed += len(chunk)
+            new = await store_urls(ctx, file_id, chunk[: state.max_urls - state.urls])
+            stored += new
+            state.urls += new
+
+    async def sink(chunk: bytes) -> bool:
+        for entries in parser.feed_batches(chunk):
+            _sort(entries, pending, children)
+            if len(pending) >= CHUNK:
+                await flush()
+        return not state.full
+
+    fetched = await fetcher.fetch(item.url, sink)
+    if fetched.ok or fetched.truncated or fetched.stopped:
+        _sort(parser.close(), pending, children)
+    await flush()
+    if fetched.final_url and fetched.final_url != item.url:
+        if fetched.final_url in state.visited and not stored and not listed:
+            children = []  # the same document under another name: walked already
+        state.visited.add(fetched.final_url)
+    outcome = FileOutcome(parser.kind if fetched.status == 200 else None,
+                          None if fetched.error or parser.truncated else parser.error, listed,
+                          parser.truncated or state.full, parser.bytes_out)
+    _count(state, item, fetched, outcome)
+    state.files += 1
+    await finish_file(ctx, file_id, fetched, outcome, min(0.99, state.files / max(state.known, 1)))
+    if item.depth + 1 > MAX_DEPTH:
+        return []
+    return [Pending(c.loc, file_id, item.url, item.depth + 1, "index")
+            for c in children if c.loc not in state.visited]
+
+
+def _sort(entries: list[Any], urls: list[SitemapUrl], children: list[ChildSitemap]) -> None:
+    for entry in entries:
+        (children if isinstance(entry, ChildSitemap) else urls).append(entry)
+
+
+def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome) -> None:
+    state.bytes += fetched.bytes_read
+    if outcome.kind:
+        state.kinds[outcome.kind] += 1
+    if fetched.error or outcome.error:
+        if item.source == "well_known" and fetched.status in (404, 410):
+            state.missing += 1
+        else:
+            state.errors += 1
+            state.first_error = state.first_error or f"{item.url}: {fetched.error or outcome.error}"
+    else:
+        state.ok += 1
