@@ -200,13 +200,13 @@ async def test_cancelled_pending_job_never_starts(pool, settings, direct):
 
 async def test_cancel_running_job_stops_it_within_seconds(pool, settings, direct, watcher):
     job_id = await insert(direct, "noop", {"seconds": 60})
-    worker = Worker(pool, settings, default_registry(), concurrency=2)
+    worker = Worker(pool, settings, default_registry(), concurrency=1)
     task = asyncio.create_task(worker.run())
     await watcher.wait_for(job_id, "processing")
     await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
-    async with asyncio.timeout(5):  # heartbeat is 0.2 s in tests
-        while worker.running:
-            await asyncio.sleep(0.05)
+    # The only slot is freed once the heartbeat (0.2 s in tests) notices: a new job runs.
+    after = await insert(direct)
+    await watcher.wait_for(after, "completed", timeout=5)
     worker.request_stop()
     await asyncio.wait_for(task, 10)
     row = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
@@ -281,7 +281,6 @@ async def test_listener_wakes_an_idle_worker(pool, make_settings, urls, direct, 
     listen_task = asyncio.create_task(listener.run())
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(listener.listening.wait(), 5)
-    await asyncio.sleep(0)  # let the catch-up claim run first
     job_id = await insert(direct)
     await watcher.wait_for(job_id, "completed", timeout=5)  # far below the 60 s poll
     worker.request_stop()
