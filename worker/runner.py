@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 
 from . import db
@@ -44,8 +45,23 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
             await listener.stop()
             await listen_task
         await pool.close()
-    log.info("worker %s stopped (%d job(s) claimed)", worker.owner, worker.claimed)
+    peak_mib = peak_rss_mib()
+    log.info("worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)", worker.owner,
+             worker.claimed, peak_mib)
     return worker
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS. VmHWM belongs to the memory map that exec created;
+    getrusage's ru_maxrss would also count the forked parent's pages before exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:

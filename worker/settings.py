@@ -99,6 +99,28 @@ class Settings(BaseSettings):
         default=timedelta(seconds=30),
         description="Cap on any one worker statement (SET LOCAL in each transaction).",
     )
+    fetch_connect_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Scanner: TCP connect timeout per address.")
+    fetch_read_timeout: Duration = Field(
+        default=timedelta(seconds=20), description="Scanner: longest silence while a body arrives.")
+    fetch_total_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Scanner: one fetch attempt, all redirect hops and the whole body; a "
+        "slow-drip server cannot extend it.")
+    fetch_user_agent: str = Field(
+        default="sitemap-worker/0.1 (+https://github.com/sitemap-worker)",
+        description="Scanner: User-Agent header.")
+    fetch_per_host_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Scanner: requests in flight per host.")
+    fetch_per_host_delay: Duration = Field(
+        default=timedelta(0), description="Scanner: minimum gap between requests to one host.")
+    fetch_max_bytes: int = Field(
+        default=51 * 1024 * 1024, ge=1024,
+        description="Scanner: bytes downloaded per file (the spec's 50 MB plus a margin); "
+        "an endless response stops here.")
+    fetch_max_redirects: int = Field(default=10, ge=0, le=50, description="Scanner: redirects followed.")
+    fetch_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Scanner: tries per file on timeouts, 429 and 5xx.")
     embedded_pg_dir: str | None = Field(
         default=None,
         description="Data directory of the embedded PostgreSQL (default: "

@@ -21,6 +21,7 @@ from .target import Target
 
 MAX_DEPTH = 10
 MAX_FILES = 1000
+SPEC_URLS_PER_FILE = 50_000  # sitemaps.org's limit: more are kept, and the file is flagged
 FILES_AT_ONCE = 4
 
 
@@ -129,9 +130,12 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, state: ScanState, item: 
         if fetched.final_url in state.visited and not stored and not listed:
             children = []  # the same document under another name: walked already
         state.visited.add(fetched.final_url)
-    outcome = FileOutcome(parser.kind if fetched.status == 200 else None,
-                          None if fetched.error or parser.truncated else parser.error, listed,
-                          parser.truncated or state.full, parser.bytes_out)
+    error = None if fetched.error or parser.truncated else parser.error
+    flag_only = listed > SPEC_URLS_PER_FILE and not error
+    if flag_only:
+        error = f"{listed:,} URLs: over the sitemaps.org limit of {SPEC_URLS_PER_FILE:,} (all kept)"
+    outcome = FileOutcome(parser.kind if fetched.status == 200 else None, error, listed,
+                          parser.truncated or state.full, parser.bytes_out, flag_only)
     _count(state, item, fetched, outcome)
     state.files += 1
     await finish_file(ctx, file_id, fetched, outcome, min(0.99, state.files / max(state.known, 1)))
@@ -150,7 +154,7 @@ def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileO
     state.bytes += fetched.bytes_read
     if outcome.kind:
         state.kinds[outcome.kind] += 1
-    if fetched.error or outcome.error:
+    if fetched.error or (outcome.error and not outcome.flag_only):
         if item.source == "well_known" and fetched.status in (404, 410):
             state.missing += 1
         else:

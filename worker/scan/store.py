@@ -26,6 +26,7 @@ class FileOutcome:
     url_count: int
     truncated: bool
     bytes_uncompressed: int
+    flag_only: bool = False  # `error` is a remark (e.g. over the spec's URL limit), not a failure
 
 
 async def open_file(ctx: JobContext, url: str, parent_id: int | None, parent_url: str | None,
