@@ -133,3 +133,20 @@ SELECT count(*) FROM new_rows;
 -- $1 job.
 SELECT id, parent_id, url, kind, status, error, url_count, truncated, http_status, source, depth
   FROM sitemap_files WHERE job_id = $1 ORDER BY id;
+
+-- name: batch_children :val
+-- How many children a batch already has: a retried batch inserts none twice. $1 parent.
+SELECT count(*) FROM jobs WHERE parent_id = $1;
+
+-- name: insert_children :exec
+-- One child job per payload. $1 parent, $2 job_type, $3 payloads (json text), $4 priority.
+INSERT INTO jobs (job_type, payload, parent_id, priority)
+SELECT $2, p::jsonb, $1, $4 FROM unnest($3::text[]) WITH ORDINALITY AS u (p, n) ORDER BY n;
+
+-- name: detach_job :val
+-- The job's own work is done but it ends later (a batch ends with its last child):
+-- no owner and no lease, so no worker holds it and the claim never takes it again.
+-- $1 id, $2 owner.
+UPDATE jobs SET owner = NULL, lease_expires_at = NULL
+ WHERE id = $1 AND owner = $2 AND status = 'processing'
+RETURNING id;

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = sub.add_parser("enqueue", help="insert jobs and print their ids")
     enqueue.add_argument("domains", nargs="*", metavar="DOMAIN", help="one sitemap_scan job each")
     enqueue.add_argument("--max-urls", type=int, help="cap on stored URLs per scan")
+    enqueue.add_argument("--batch", action="store_true",
+                         help="one sitemap_batch job for all DOMAINs (child scans run in parallel)")
     enqueue.add_argument("--job-type", help="another job type, e.g. noop (with --payload)")
     enqueue.add_argument("--payload", default="{}", help="JSON payload for --job-type")
     enqueue.add_argument("--priority", type=int, default=0, help="higher runs first")
@@ -126,6 +128,8 @@ def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
     if not args.domains:
         raise SystemExit("enqueue: give at least one DOMAIN, or --job-type")
     extra = {"max_urls": args.max_urls} if args.max_urls is not None else {}
+    if getattr(args, "batch", False):
+        return "sitemap_batch", [json.dumps({"domains": args.domains, **extra})]
     return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in args.domains]
 
 

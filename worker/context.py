@@ -16,6 +16,17 @@ from .settings import Settings
 from .sql import q
 
 
+class _Detach:
+    """Returned by a handler whose job ends later, by other means (a batch ends with its
+    last child): the worker lets go of it without writing a final status."""
+
+    def __repr__(self) -> str:
+        return "DETACH"
+
+
+DETACH = _Detach()
+
+
 @dataclass(slots=True)
 class ClaimedJob:
     """The row as the claim returned it."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from . import db
-from .context import ClaimedJob, JobContext
+from .context import DETACH, ClaimedJob, JobContext
 from .errors import (
     CONNECTION_ERRORS,
     JobLost,
@@ -173,7 +173,10 @@ class Worker:
         try:
             job_type, payload = self.registry.resolve(job.job_type, job.payload)
             result = await job_type.handler(ctx, payload)
-            outcome = Outcome(job, "completed", result=result or {})
+            if result is DETACH:
+                outcome = Outcome(job, "detached")
+            else:
+                outcome = Outcome(job, "completed", result=result or {})
         except asyncio.CancelledError:
             reason = self.running[job.id].cancel_reason
             if reason is None:

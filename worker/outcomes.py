@@ -23,7 +23,7 @@ from .sql import q
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["completed", "failed", "retry", "released"]
+Kind = Literal["completed", "failed", "retry", "released", "detached"]
 
 BATCH_LIMIT = 1000
 
@@ -99,7 +99,7 @@ class OutcomeWriter:
         if released:
             await self._release(released)
         for outcome in batch:
-            if outcome.kind in ("failed", "retry"):
+            if outcome.kind in ("failed", "retry", "detached"):
                 await self._write_one(outcome)
 
     @staticmethod
@@ -135,6 +135,8 @@ class OutcomeWriter:
         async with db.pooled_transaction(self._pool, self._settings) as conn:
             if outcome.kind == "retry":
                 done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
+            elif outcome.kind == "detached":
+                done = await conn.fetchval(q("detach_job"), job.id, self._owner)
             else:
                 done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
         self.report([outcome], {done} if done is not None else set())
@@ -152,6 +154,9 @@ class OutcomeWriter:
             elif o.kind == "retry":
                 log.warning("job %d %s failed (attempt %d/%d), retry in %.1f s: %s", job.id,
                             job.job_type, job.attempts, job.max_attempts, o.delay, o.error)
+            elif o.kind == "detached":
+                log.info("job %d %s handed over: it ends when its child jobs have ended",
+                         job.id, job.job_type)
             elif o.kind == "released":
                 log.info("job %d %s released to pending (shutdown)", job.id, job.job_type)
             else:

@@ -80,6 +80,7 @@ def _explain(exc: ValidationError) -> str:
 def default_registry() -> Registry:
     """Every job type this package ships."""
     from .noop import NOOP
+    from .sitemap_batch import SITEMAP_BATCH
     from .sitemap_scan import SITEMAP_SCAN
 
-    return Registry([NOOP, SITEMAP_SCAN])
+    return Registry([NOOP, SITEMAP_SCAN, SITEMAP_BATCH])
