@@ -150,3 +150,11 @@ SELECT $2, p::jsonb, $1, $4 FROM unnest($3::text[]) WITH ORDINALITY AS u (p, n) 
 UPDATE jobs SET owner = NULL, lease_expires_at = NULL
  WHERE id = $1 AND owner = $2 AND status = 'processing'
 RETURNING id;
+
+-- name: bench_scan_stored :val
+-- $1 job.
+SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
+
+-- name: bench_scan_forget :exec
+-- The benchmark's scan and everything it stored (cascade). $1 job.
+DELETE FROM jobs WHERE id = $1;

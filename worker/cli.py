@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
 
     bench = sub.add_parser("bench", help="measure queue throughput and pickup latency")
-    bench.add_argument("part", nargs="?", default="queue", choices=["queue"])
+    bench.add_argument("part", nargs="?", default="queue", choices=["queue", "scan"],
+                       help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)")
+    bench.add_argument("--scan-files", type=int, default=10, help="scan: urlset files")
+    bench.add_argument("--scan-urls", type=int, default=50_000, help="scan: URLs per file")
     bench.add_argument("--jobs", type=int, default=10_000, help="jobs to drain")
     bench.add_argument("--concurrency", type=int, default=10)
     bench.add_argument("--latency-jobs", type=int, default=200)
@@ -101,9 +104,13 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             await serve(urls, settings, concurrency=args.concurrency, burst=args.burst)
             return 0
         if args.command == "bench":
+            await migrate(urls.listen, settings)
+            if args.part == "scan":
+                from .bench_scan import run_scan_bench
+
+                return await run_scan_bench(urls, settings, args)
             from .bench import run_bench
 
-            await migrate(urls.listen, settings)
             return await run_bench(urls, settings, args)
         await migrate(urls.listen, settings)
         if args.command == "enqueue":

@@ -39,3 +39,14 @@ async def test_scan_exits_non_zero_when_the_job_fails(worker_env):
         code, out, _ = await run_scan(worker_env, site.origin)
     assert code == 1
     assert "failed" in out and "loopback" in out
+
+
+async def test_bench_scan_runs_end_to_end_on_small_files(worker_env):
+    proc = await asyncio.create_subprocess_exec(
+        *worker_command(), "bench", "scan", "--scan-files", "2", "--scan-urls", "300",
+        env={**os.environ, **worker_env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()[-2000:]
+    assert "600 URLs stored" in text and "every URL exactly once" in text
+    assert "x bare lxml" in text and "peak RSS" in text
