@@ -49,10 +49,12 @@ UPDATE jobs
 RETURNING id;
 
 -- name: enqueue_many :many
--- One statement for many jobs: the statement-level trigger sends one wake-up for all.
--- $1 job_type, $2 payloads as json text, $3 priority, $4 max_attempts (null: default 3).
-INSERT INTO jobs (job_type, payload, priority, max_attempts)
-SELECT $1, p::jsonb, $3, coalesce($4, 3) FROM unnest($2::text[]) WITH ORDINALITY AS u (p, n)
+-- One statement for many jobs (a throttled wake-up, however many rows).
+-- $1 job_type, $2 payloads as json text, $3 priority, $4 max_attempts (null: default 3),
+-- $5 parent job (a batch's children) or null.
+INSERT INTO jobs (job_type, payload, priority, max_attempts, parent_id)
+SELECT $1, p::jsonb, $3, coalesce($4, 3), $5
+  FROM unnest($2::text[]) WITH ORDINALITY AS u (p, n)
  ORDER BY n
 RETURNING id;
 
@@ -137,11 +139,6 @@ SELECT id, parent_id, url, kind, status, error, url_count, truncated, http_statu
 -- name: batch_children :val
 -- How many children a batch already has: a retried batch inserts none twice. $1 parent.
 SELECT count(*) FROM jobs WHERE parent_id = $1;
-
--- name: insert_children :exec
--- One child job per payload. $1 parent, $2 job_type, $3 payloads (json text), $4 priority.
-INSERT INTO jobs (job_type, payload, parent_id, priority)
-SELECT $2, p::jsonb, $1, $4 FROM unnest($3::text[]) WITH ORDINALITY AS u (p, n) ORDER BY n;
 
 -- name: detach_job :val
 -- The job's own work is done but it ends later (a batch ends with its last child):

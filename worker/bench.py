@@ -189,10 +189,10 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     await conn.execute(bq("reset_jobs"))
     before = await read_counters(conn, version_num)
     began = time.perf_counter()
-    await conn.execute(q("enqueue_many"), "noop", ["{}"] * jobs, 0, None)
+    await conn.execute(q("enqueue_many"), "noop", ["{}"] * jobs, 0, None, None)
     inserted = time.perf_counter() - began
     await conn.execute(bq("analyze_jobs"))
-    pool = await db.create_pool(urls.work, settings, size=settings.pool_size or min(concurrency + 3, 20))
+    pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     try:
         with quiet_worker_logs():
             worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=True)
@@ -317,7 +317,7 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
         producer = await db.connect(urls.work, settings)
         try:
             stamped = await paced_inserts(
-                lambda: producer.fetchval(q("enqueue_many"), "noop", ["{}"], 0, None), count)
+                lambda: producer.fetchval(q("enqueue_many"), "noop", ["{}"], 0, None, None), count)
         finally:
             await producer.close()
         started = await wait_started(conn, [job_id for job_id, _ in stamped])

@@ -89,7 +89,7 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
             conn = await db.connect(urls.listen, settings)
             try:
                 [row] = await conn.fetch(q("enqueue_many"), "sitemap_scan",
-                                         [json.dumps({"domain": origin})], 0, None)
+                                         [json.dumps({"domain": origin})], 0, None, None)
                 job_id = row["id"]
                 code, log = await run_worker(urls)
                 job = await conn.fetchrow(q("get_job"), job_id)

@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import asyncpg
+
 from . import db
 from .database import Urls, open_database
 from .migrate import migrate
@@ -134,10 +136,16 @@ def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
         return args.job_type, [args.payload]
     if not args.domains:
         raise SystemExit("enqueue: give at least one DOMAIN, or --job-type")
-    extra = {"max_urls": args.max_urls} if args.max_urls is not None else {}
-    if getattr(args, "batch", False):
-        return "sitemap_batch", [json.dumps({"domains": args.domains, **extra})]
-    return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in args.domains]
+    return _scan_payloads(args.domains, args.max_urls, batch=args.batch)
+
+
+def _scan_payloads(domains: list[str], max_urls: int | None, *,
+                   batch: bool = False) -> tuple[str, list[str]]:
+    """One sitemap_scan per domain, or one sitemap_batch for all of them."""
+    extra = {"max_urls": max_urls} if max_urls is not None else {}
+    if batch:
+        return "sitemap_batch", [json.dumps({"domains": domains, **extra})]
+    return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in domains]
 
 
 async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[str],
@@ -145,7 +153,8 @@ async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[
     conn = await db.connect(urls.work, settings)
     try:
         async with db.transaction(conn, settings):
-            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, priority, max_attempts)
+            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, priority, max_attempts,
+                                    None)
     finally:
         await conn.close()
     return [r["id"] for r in rows]
@@ -156,9 +165,7 @@ async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int
     from .runner import serve
     from .waiting import wait_for_jobs
 
-    args.job_type = None
-    _, payloads = _payloads(args)
-    ids = await _insert(urls, settings, "sitemap_scan", payloads)
+    ids = await _insert(urls, settings, *_scan_payloads(args.domains, args.max_urls))
     stop = asyncio.Event()
     worker = asyncio.create_task(serve(urls, settings, concurrency=args.concurrency or len(ids),
                                        handle_signals=False, stop=stop))
@@ -216,7 +223,7 @@ async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> i
         await conn.close()
 
 
-async def _describe_job(conn: object, job: object) -> str:
+async def _describe_job(conn: asyncpg.Connection, job: asyncpg.Record) -> str:
     """A job's details, and for a scan the tree of sitemap files it found."""
     from .report import job_detail, sitemap_tree
 

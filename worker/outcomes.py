@@ -102,15 +102,11 @@ class OutcomeWriter:
             if outcome.kind in ("failed", "retry", "detached"):
                 await self._write_one(outcome)
 
-    @staticmethod
-    def completion_args(chunk: list[Outcome]) -> tuple[list[int], list[str]]:
-        return [o.job.id for o in chunk], [_dump(o.result) for o in chunk]
-
     async def _complete(self, chunk: list[Outcome]) -> None:
         try:
             async with db.pooled_transaction(self._pool, self._settings) as conn:
-                rows = await conn.fetch(q("complete_jobs"), self._owner,
-                                        *self.completion_args(chunk))
+                rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in chunk],
+                                        [_dump(o.result) for o in chunk])
         except CONNECTION_ERRORS:
             raise
         except asyncpg.PostgresError as exc:
@@ -123,12 +119,12 @@ class OutcomeWriter:
             await self._write_one(Outcome(only.job, "failed", duration=only.duration,
                                           error=f"could not store result: {describe(exc)}"))
             return
-        self.report(chunk, {r["id"] for r in rows})
+        self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
         async with db.pooled_transaction(self._pool, self._settings) as conn:
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
-        self.report(outcomes, {r["id"] for r in rows})
+        self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
@@ -139,9 +135,9 @@ class OutcomeWriter:
                 done = await conn.fetchval(q("detach_job"), job.id, self._owner)
             else:
                 done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
-        self.report([outcome], {done} if done is not None else set())
+        self._report([outcome], {done} if done is not None else set())
 
-    def report(self, outcomes: list[Outcome], written: set[int]) -> None:
+    def _report(self, outcomes: list[Outcome], written: set[int]) -> None:
         """The job's end-of-run log line; a guard that touched nothing is said plainly."""
         self.written += len(written)
         for o in outcomes:

@@ -24,8 +24,7 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     """Run until stopped (a signal, or `stop` being set; with burst, until nothing is
     runnable); returns the engine so callers can read its counters."""
     concurrency = concurrency or settings.concurrency
-    size = settings.pool_size or min(concurrency + 3, 20)
-    pool = await db.create_pool(urls.work, settings, size=size)
+    pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
     listener = None if burst else Listener(urls.listen, settings, worker.notify, worker.wake)
     listen_task = asyncio.create_task(listener.run(), name="listener") if listener else None

@@ -128,10 +128,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python log level.")
 
+    def pool_size_for(self, concurrency: int | None = None) -> int:
+        """Jobs hold a connection only inside a phase, so a few more than concurrency is plenty."""
+        return self.pool_size or min((concurrency or self.concurrency) + 3, 20)
+
     @property
     def effective_pool_size(self) -> int:
-        """Jobs hold a connection only inside a phase, so a few more than concurrency is plenty."""
-        return self.pool_size or min(self.concurrency + 3, 20)
+        return self.pool_size_for()
 
     @property
     def listen_url(self) -> str | None:

@@ -57,7 +57,7 @@ async def test_billion_laughs_is_refused(site, pool, make_settings, direct):
     lol = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
            + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'
                      for i in range(10))
-           + f']><urlset {NS}><url><loc>http://x/&lol9;</loc></url></urlset>')
+           + f']><urlset {NS}><url><loc>http://127.0.0.1/&lol9;</loc></url></urlset>')
     site.add("/sitemap.xml", lol)
     with_good_sitemap(site)
     job, files = await scan(pool, make_settings, direct, site)
@@ -70,7 +70,7 @@ async def test_xxe_never_stores_local_file_content(site, pool, make_settings, di
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-4242")
     site.add("/sitemap.xml", f'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x SYSTEM "file://{secret}">]>'
-                             f'<urlset {NS}><url><loc>http://x/&x;</loc></url></urlset>')
+                             f'<urlset {NS}><url><loc>http://127.0.0.1/&x;</loc></url></urlset>')
     with_good_sitemap(site)
     job, files = await scan(pool, make_settings, direct, site)
     assert files["/sitemap.xml"]["status"] == "error"

@@ -42,8 +42,8 @@ async def run_batch(ctx: JobContext, payload: BatchPayload) -> Any:
     async with ctx.phase(progress=0) as conn:
         if not await conn.fetchval(q("batch_children"), ctx.job.id):  # a retry adds none
             children = [json.dumps({"domain": d, **extra}) for d in payload.domains]
-            await conn.execute(q("insert_children"), ctx.job.id, "sitemap_scan", children,
-                               ctx.job.priority)
+            await conn.fetch(q("enqueue_many"), "sitemap_scan", children, ctx.job.priority,
+                             None, ctx.job.id)
     return DETACH
 
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import PermanentJobError
 from ..scan.crawl import scan_site
 from ..scan.fetch import Fetcher, FetchLimits
 from ..scan.netguard import NetGuard
@@ -40,10 +39,7 @@ def make_fetcher(ctx: JobContext) -> Fetcher:
 
 
 async def run_scan(ctx: JobContext, payload: ScanPayload) -> dict[str, Any]:
-    try:
-        target = parse_target(payload.domain)
-    except ValueError as exc:
-        raise PermanentJobError(f"invalid domain: {exc}") from None
+    target = parse_target(payload.domain)  # the payload validator has refused bad ones
     fetcher = ctx.resource("fetcher", lambda: make_fetcher(ctx))
     return await scan_site(ctx, fetcher, target, payload.max_urls)
 

@@ -127,7 +127,7 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, state: ScanState, item: 
         _sort(parser.close(), pending, children)
     await flush()
     if fetched.final_url and fetched.final_url != item.url:
-        if fetched.final_url in state.visited and not stored and not listed:
+        if fetched.final_url in state.visited:
             children = []  # the same document under another name: walked already
         state.visited.add(fetched.final_url)
     error = None if fetched.error or parser.truncated else parser.error
@@ -152,6 +152,7 @@ def _sort(entries: list[Any], urls: list[SitemapUrl], children: list[ChildSitema
 
 def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome) -> None:
     state.bytes += fetched.bytes_read
+    state.truncated = state.truncated or outcome.truncated
     if outcome.kind:
         state.kinds[outcome.kind] += 1
     if fetched.error or (outcome.error and not outcome.flag_only):

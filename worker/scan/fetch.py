@@ -27,12 +27,12 @@ from yarl import URL
 
 from worker.errors import retry_delay
 from worker.scan.netguard import ForbiddenAddress, GuardedResolver, NetGuard
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 KiB = 1024
 MiB = 1024 * KiB
-DEFAULT_USER_AGENT = "sitemap-worker/0.1 (+https://github.com/sitemap-worker)"
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _NO_SUCH_NAME = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
 
@@ -41,21 +41,27 @@ _NO_SUCH_NAME = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NON
 Sink = Callable[[bytes], Awaitable[bool | None] | bool | None]
 
 
+def _setting(name: str) -> Any:
+    """The default of Settings' `fetch_<name>`: Settings documents it, so it is said once."""
+    value = Settings.model_fields[f"fetch_{name}"].default
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
     """Every fetch knob with its default. Durations in seconds. Settings fields are the
     same names with a `fetch_` prefix (allow_private_networks as is)."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0  # longest silence while waiting for bytes
-    total_timeout: float = 60.0  # one attempt, all redirect hops, the whole body
-    user_agent: str = DEFAULT_USER_AGENT
-    per_host_concurrency: int = 4
-    per_host_delay: float = 0.0  # minimum gap between request starts to one host
-    max_bytes: int = 51 * MiB  # bytes on the wire: the spec's 50 MB plus a margin
+    connect_timeout: float = _setting("connect_timeout")
+    read_timeout: float = _setting("read_timeout")  # longest silence while waiting for bytes
+    total_timeout: float = _setting("total_timeout")  # one attempt, all hops, the whole body
+    user_agent: str = _setting("user_agent")
+    per_host_concurrency: int = _setting("per_host_concurrency")
+    per_host_delay: float = _setting("per_host_delay")  # minimum gap between requests to a host
+    max_bytes: int = _setting("max_bytes")  # bytes on the wire: the spec's 50 MB plus a margin
     robots_max_bytes: int = 512 * KiB  # fetch_bytes() default; Google reads 500 KiB
-    max_redirects: int = 10
-    max_attempts: int = 3
+    max_redirects: int = _setting("max_redirects")
+    max_attempts: int = _setting("max_attempts")
     retry_base: float = 1.0  # first backoff; doubles per attempt, +-10% jitter
     max_retry_wait: float = 60.0  # cap on backoff and on an honoured Retry-After
     chunk_size: int = 64 * KiB
