@@ -155,3 +155,15 @@ SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
 -- name: bench_scan_forget :exec
 -- The benchmark's scan and everything it stored (cascade). $1 job.
 DELETE FROM jobs WHERE id = $1;
+
+-- name: queue_depth :many
+-- Metrics at scrape time; both sets are small and indexed (partial indexes), unlike the
+-- ended jobs, whose totals the counters give instead.
+SELECT CASE WHEN status = 'pending' AND run_at > now() THEN 'scheduled' ELSE status END AS state,
+       count(*) AS n
+  FROM jobs
+ WHERE status IN ('pending', 'processing')
+ GROUP BY 1;
+
+-- name: ping :val
+SELECT 1;

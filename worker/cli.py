@@ -1,11 +1,10 @@
-"""`sitemap-worker` command line: migrate, run, enqueue, status, bench."""
+"""`sitemap-worker` command line: migrate, run, enqueue, scan, status, health, bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,6 +12,7 @@ import asyncpg
 
 from . import db
 from .database import Urls, open_database
+from .logs import setup_logging
 from .migrate import migrate
 from .settings import Settings
 from .sql import q
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", nargs="?", type=int)
     status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
 
+    health = sub.add_parser("health", help="exit 0 if the database (and a worker) is healthy")
+    health.add_argument("--worker", metavar="URL",
+                        help="also require this worker's /health to answer 200, e.g. "
+                        "http://127.0.0.1:9187 (its WORKER_METRICS_PORT)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+
     bench = sub.add_parser("bench", help="measure queue throughput and pickup latency")
     bench.add_argument("part", nargs="?", default="queue", choices=["queue", "scan"],
                        help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)")
@@ -73,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s")
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_dispatch(args, settings))
@@ -93,7 +97,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as urls:
+    async with open_database(settings, announce=args.command != "health") as urls:
+        if args.command == "health":
+            from .health import check_health
+
+            healthy, line = await check_health(urls.work, settings, args.worker, args.timeout)
+            print(line, file=sys.stdout if healthy else sys.stderr)
+            return 0 if healthy else 1
         if args.command == "migrate":
             applied = await migrate(urls.listen, settings)
             print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")

@@ -12,6 +12,7 @@ import asyncpg
 
 from . import db
 from .errors import JobLost, ShuttingDown
+from .metrics import Metrics
 from .settings import Settings
 from .sql import q
 
@@ -38,19 +39,22 @@ class ClaimedJob:
     max_attempts: int
     priority: int = 0
     parent_id: int | None = None
+    waited: float = 0.0  # seconds from runnable to claimed, by the database's clock
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ClaimedJob:
         return cls(row["id"], row["job_type"], row["payload"], row["attempts"],
-                   row["max_attempts"], row["priority"], row["parent_id"])
+                   row["max_attempts"], row["priority"], row["parent_id"], row["waited"])
 
 
 class JobContext:
     """Handed to a job's handler. Network I/O happens between phases, never inside one."""
 
     def __init__(self, job: ClaimedJob, owner: str, pool: asyncpg.Pool, settings: Settings,
-                 stopping: asyncio.Event, resources: dict[str, Any] | None = None) -> None:
+                 stopping: asyncio.Event, resources: dict[str, Any] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.job = job
+        self.metrics = metrics or Metrics()
         self.owner = owner
         self.pool = pool
         self.settings = settings

@@ -30,6 +30,8 @@ from .errors import (
     retry_delay,
 )
 from .jobs.registry import Registry
+from .logs import current_job
+from .metrics import Metrics
 from .outcomes import Outcome, OutcomeWriter
 from .settings import Settings
 from .sql import q
@@ -55,7 +57,8 @@ class Worker:
     `burst=True`, once no runnable job is left."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, registry: Registry, *,
-                 concurrency: int | None = None, burst: bool = False, owner: str | None = None) -> None:
+                 concurrency: int | None = None, burst: bool = False, owner: str | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.pool = pool
         self.settings = settings
         self.registry = registry
@@ -63,7 +66,9 @@ class Worker:
         self.burst = burst
         self.owner = owner or make_owner_id()
         self.running: dict[int, Running] = {}
-        self.outcomes = OutcomeWriter(pool, settings, self.owner)
+        self.metrics = metrics or Metrics()
+        self.metrics.watch(running=lambda: len(self.running))
+        self.outcomes = OutcomeWriter(pool, settings, self.owner, self.metrics)
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._notified = False
@@ -156,17 +161,23 @@ class Worker:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
             self._claim_failing_since = None
         self.claimed += len(rows)
-        return [ClaimedJob.from_record(r) for r in rows]
+        jobs = [ClaimedJob.from_record(r) for r in rows]
+        for job in jobs:
+            self.metrics.claimed.labels(job.job_type).inc()
+            self.metrics.pickup.observe(job.waited)
+        return jobs
 
     # -- one job --------------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        ctx = JobContext(job, self.owner, self.pool, self.settings, self.stopping, self.resources)
+        ctx = JobContext(job, self.owner, self.pool, self.settings, self.stopping, self.resources,
+                         self.metrics)
         task = asyncio.create_task(self._run_job(ctx), name=f"job-{job.id}")
         self.running[job.id] = Running(task, ctx)
 
     async def _run_job(self, ctx: JobContext) -> None:
         job = ctx.job
+        current_job.set((job.id, job.job_type))  # this task's log lines carry the job's id
         began = time.monotonic()
         log.info("job %d %s started (attempt %d/%d)", job.id, job.job_type, job.attempts, job.max_attempts)
         outcome: Outcome | None

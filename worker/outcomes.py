@@ -18,6 +18,7 @@ import asyncpg
 from . import db
 from .context import ClaimedJob
 from .errors import CONNECTION_ERRORS, describe
+from .metrics import Metrics
 from .settings import Settings
 from .sql import q
 
@@ -41,8 +42,10 @@ class Outcome:
 class OutcomeWriter:
     """Owns the final-status writes of one worker."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, owner: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, owner: str,
+                 metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self._owner = owner
         self._queue: list[Outcome] = []
@@ -142,22 +145,36 @@ class OutcomeWriter:
         self.written += len(written)
         for o in outcomes:
             job = o.job
+            extra = {"job_id": job.id, "job_type": job.job_type}
             if job.id not in written:
                 log.info("job %d %s: outcome %s not written (cancelled or taken over)",
-                         job.id, job.job_type, o.kind)
-            elif o.kind == "completed":
-                log.info("job %d %s completed in %.1f ms", job.id, job.job_type, o.duration * 1000)
+                         job.id, job.job_type, o.kind, extra=extra)
+                continue
+            self._count(o)
+            if o.kind == "completed":
+                log.info("job %d %s completed in %.1f ms", job.id, job.job_type,
+                         o.duration * 1000, extra=extra)
             elif o.kind == "retry":
                 log.warning("job %d %s failed (attempt %d/%d), retry in %.1f s: %s", job.id,
-                            job.job_type, job.attempts, job.max_attempts, o.delay, o.error)
+                            job.job_type, job.attempts, job.max_attempts, o.delay, o.error,
+                            extra=extra)
             elif o.kind == "detached":
                 log.info("job %d %s handed over: it ends when its child jobs have ended",
-                         job.id, job.job_type)
+                         job.id, job.job_type, extra=extra)
             elif o.kind == "released":
-                log.info("job %d %s released to pending (shutdown)", job.id, job.job_type)
+                log.info("job %d %s released to pending (shutdown)", job.id, job.job_type,
+                         extra=extra)
             else:
                 log.warning("job %d %s failed after %.1f ms: %s", job.id, job.job_type,
-                            o.duration * 1000, o.error)
+                            o.duration * 1000, o.error, extra=extra)
+
+    def _count(self, o: Outcome) -> None:
+        counter = {"completed": self._metrics.completed, "failed": self._metrics.failed,
+                   "retry": self._metrics.retried, "released": self._metrics.released}.get(o.kind)
+        if counter is None:  # detached: its children are counted as they end
+            return
+        counter.labels(o.job.job_type).inc()
+        self._metrics.duration.labels(o.job.job_type, o.kind).observe(o.duration)
 
 
 def _dump(result: dict[str, Any] | None) -> str:

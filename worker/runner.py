@@ -10,6 +10,7 @@ import signal
 
 from . import db
 from .database import Urls
+from .endpoint import Endpoint
 from .engine import Worker
 from .jobs import default_registry
 from .listener import WAKEUP_CHANNEL, Listener
@@ -27,6 +28,17 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
     listener = None if burst else Listener(urls.listen, settings, worker.notify, worker.wake)
+    if listener is not None:
+        worker.metrics.watch(listener_state=lambda: listener.state,
+                             listener_reconnects=lambda: listener.reconnects)
+    else:
+        worker.metrics.watch(listener_state=lambda: "none")
+    try:
+        endpoint = await _start_endpoint(worker, listener, settings)
+    except OSError as exc:  # the port is taken: say so plainly, before any job is claimed
+        await pool.close()
+        raise SystemExit(f"cannot serve metrics on {settings.metrics_host}:"
+                         f"{settings.metrics_port}: {exc.strerror or exc}") from None
     listen_task = asyncio.create_task(listener.run(), name="listener") if listener else None
     ready_task = asyncio.create_task(_announce(worker, listener, concurrency))
     if handle_signals:
@@ -43,11 +55,22 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
         if listener is not None and listen_task is not None:
             await listener.stop()
             await listen_task
+        if endpoint is not None:
+            await endpoint.stop()
         await pool.close()
     peak_mib = peak_rss_mib()
     log.info("worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)", worker.owner,
              worker.claimed, peak_mib)
     return worker
+
+
+async def _start_endpoint(worker: Worker, listener: Listener | None,
+                          settings: Settings) -> Endpoint | None:
+    if settings.metrics_port is None:
+        return None
+    endpoint = Endpoint(worker, listener)
+    await endpoint.start(settings.metrics_host, settings.metrics_port)
+    return endpoint
 
 
 def peak_rss_mib() -> float:

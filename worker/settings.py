@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +127,17 @@ class Settings(BaseSettings):
         "/var/lib/sitemap-worker/pg18 as root, else ~/.local/share/sitemap-worker/pg18).",
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: readable lines; `json`: one JSON object per line (ts, level, "
+        "logger, message, job_id on every line about a job).")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve Prometheus `/metrics` and a `/health` check on this port; unset: "
+        "no HTTP endpoint.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics endpoint binds (`0.0.0.0` in a container).")
 
     def pool_size_for(self, concurrency: int | None = None) -> int:
         """Jobs hold a connection only inside a phase, so a few more than concurrency is plenty."""

@@ -308,3 +308,32 @@ async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, url
     await listener.stop()
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
     await inserter.close()
+
+
+def sample(worker: Worker, name: str, **labels: str) -> float:
+    value = worker.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_metrics_count_each_outcome_once_it_is_written(pool, make_settings, direct):
+    async def flaky(ctx, payload):
+        raise RetryableJobError("upstream said 503", delay=0)
+
+    registry = default_registry()
+    registry.add(JobType("flaky", Empty, flaky))
+    for _ in range(3):
+        await insert(direct, "noop")
+    await insert(direct, "noop", {"seconds": "abc"})  # invalid payload: failed at once
+    await insert(direct, "flaky", {}, max_attempts=2)  # one retry, then failed
+    worker = await run_burst(pool, make_settings(), registry)
+    assert sample(worker, "sitemap_worker_jobs_claimed_total", job_type="noop") == 4
+    assert sample(worker, "sitemap_worker_jobs_claimed_total", job_type="flaky") == 2
+    assert sample(worker, "sitemap_worker_jobs_completed_total", job_type="noop") == 3
+    assert sample(worker, "sitemap_worker_jobs_failed_total", job_type="noop") == 1
+    assert sample(worker, "sitemap_worker_jobs_retried_total", job_type="flaky") == 1
+    assert sample(worker, "sitemap_worker_jobs_failed_total", job_type="flaky") == 1
+    assert sample(worker, "sitemap_worker_job_duration_seconds_count",
+                  job_type="noop", outcome="completed") == 3
+    # Every claim observed how long the job waited, by the database's clock.
+    assert sample(worker, "sitemap_worker_pickup_latency_seconds_count") == 6
+    assert 0 < sample(worker, "sitemap_worker_pickup_latency_seconds_sum") < 30

@@ -68,8 +68,8 @@ async def test_invalid_status_is_refused_by_the_database(direct):
 async def test_migrate_twice_and_concurrently_is_safe(pg_server, database):
     dsn = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{database}"
     with psycopg.connect(dsn, autocommit=True) as conn:  # start from an empty database
-        conn.execute("DROP TABLE sitemap_urls, sitemap_files, jobs, sitemap_worker_migrations CASCADE")
-        conn.execute("DROP SEQUENCE job_wakeup_bucket")
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
     settings = Settings(database_url=dsn)
     results = await asyncio.gather(*[migrate(dsn, settings) for _ in range(4)])
     applied = sorted(results, key=len)

@@ -5,6 +5,7 @@ chunk of URLs is written between two reads of the body, in its own short phase."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from .parse import SitemapParser
 from .robots import WELL_KNOWN_PATHS, sitemaps_from_robots
 from .store import CHUNK, FileOutcome, finish_file, open_file, store_urls
 from .target import Target
+
+log = logging.getLogger(__name__)
 
 MAX_DEPTH = 10
 MAX_FILES = 1000
@@ -61,12 +64,17 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     origin, seeds = await _discover(fetcher, target)
     queue: list[Pending] = [Pending(url, None, None, 0, source) for url, source in seeds]
     state.known = len(queue)
+    listed = sum(1 for item in queue if item.source == "robots")
+    log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try",
+             origin, listed, len(queue) - listed)
     while queue and not state.full and state.files < MAX_FILES:
         batch, queue = queue[:FILES_AT_ONCE], queue[FILES_AT_ONCE:]
         found = await asyncio.gather(*(_scan_file(ctx, fetcher, state, item) for item in batch))
         for children in found:
             queue.extend(children)
             state.known += len(children)
+    log.info("scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s", origin,
+             state.files - state.missing, state.urls, state.errors, time.monotonic() - began)
     if state.errors and not state.ok:
         raise PermanentJobError(f"no sitemap could be fetched ({state.errors} tried); "
                                 f"first error: {state.first_error}")

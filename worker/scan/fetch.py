@@ -160,8 +160,10 @@ class Fetcher:
             result = await fetcher.fetch(url, parser_sink)
     """
 
-    def __init__(self, limits: FetchLimits | None = None, *, guard: NetGuard | None = None) -> None:
+    def __init__(self, limits: FetchLimits | None = None, *, guard: NetGuard | None = None,
+                 on_fetch: Callable[[FetchResult], None] | None = None) -> None:
         self.limits = limits or FetchLimits()
+        self._on_fetch = on_fetch  # metrics: one call per fetch, after its last attempt
         self.guard = guard or NetGuard(allow_private=self.limits.allow_private_networks)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
@@ -223,6 +225,8 @@ class Fetcher:
             result = exc.args[0]
         result.attempts = retrying.statistics["attempt_number"]
         result.elapsed = time.monotonic() - started
+        if self._on_fetch is not None:
+            self._on_fetch(result)
         return result
 
     async def fetch_bytes(

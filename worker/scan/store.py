@@ -50,7 +50,9 @@ async def finish_file(ctx: JobContext, file_id: int, fetched: FetchResult, found
 async def store_urls(ctx: JobContext, file_id: int, urls: list[SitemapUrl]) -> int:
     """One statement for the chunk; returns how many were new for this job."""
     async with ctx.phase() as conn:
-        return await conn.fetchval(q("insert_sitemap_urls"), ctx.job.id, file_id, *_columns(urls))
+        new: int = await conn.fetchval(q("insert_sitemap_urls"), ctx.job.id, file_id, *_columns(urls))
+    ctx.metrics.urls_stored.inc(new)
+    return new
 
 
 def _columns(urls: list[SitemapUrl]) -> list[list[Any]]:
