@@ -167,3 +167,8 @@ SELECT CASE WHEN status = 'pending' AND run_at > now() THEN 'scheduled' ELSE sta
 
 -- name: ping :val
 SELECT 1;
+
+-- name: prune :val
+-- Outside any transaction block: the procedure commits after each batch.
+-- $1 older than (interval), $2 jobs per batch.
+CALL sitemap_worker_prune($1, $2);

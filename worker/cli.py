@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import asyncpg
 
@@ -14,7 +15,7 @@ from . import db
 from .database import Urls, open_database
 from .logs import setup_logging
 from .migrate import migrate
-from .settings import Settings
+from .settings import Settings, parse_duration
 from .sql import q
 
 
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id", nargs="?", type=int)
     status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
 
+    prune = sub.add_parser("prune", help="delete ended jobs (and what their scans stored) "
+                           "older than a given age, in small committed batches")
+    prune.add_argument("--older-than", required=True, type=_duration, metavar="AGE",
+                       help="e.g. 30d, 12h, 90m: jobs that ended longer ago than this")
+    prune.add_argument("--batch", type=int, default=100, help="jobs per transaction")
+
     health = sub.add_parser("health", help="exit 0 if the database (and a worker) is healthy")
     health.add_argument("--worker", metavar="URL",
                         help="also require this worker's /health to answer 200, e.g. "
@@ -74,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--force", action="store_true",
                        help="run even though the jobs table holds other jobs (it is emptied)")
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    """Durations as the settings take them (`30d`, `12h`, `90m`)."""
+    value = parse_duration(text)
+    if not isinstance(value, timedelta):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30d, 12h, 90m)")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +144,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await _enqueue(urls, settings, args)
         if args.command == "status":
             return await _status(urls, settings, args)
+        if args.command == "prune":
+            return await _prune(urls, settings, args)
         if args.command == "scan":
             return await _scan(urls, settings, args)
     raise AssertionError(f"unhandled command {args.command}")
@@ -231,6 +248,18 @@ async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> i
         return 0
     finally:
         await conn.close()
+
+
+async def _prune(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
+    # Autocommit and no client-side timeout: the procedure commits batch by batch and may
+    # run for a while on a large backlog.
+    conn = await db.connect(urls.work, settings, command_timeout=None)
+    try:
+        deleted = await conn.fetchval(q("prune"), args.older_than, args.batch)
+    finally:
+        await conn.close()
+    print(f"deleted {deleted} ended job(s) older than {args.older_than}")
+    return 0
 
 
 async def _describe_job(conn: asyncpg.Connection, job: asyncpg.Record) -> str:

@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_duration(value: Any) -> Any:
-    """`2.5` (seconds), `250ms`, `30s`, `5m`, `1h`; anything else goes to pydantic as is
+    """`2.5` (seconds), `250ms`, `30s`, `5m`, `1h`, `30d`; anything else goes to pydantic as is
     (timedelta objects, ISO 8601 like `PT30S`)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
