@@ -32,7 +32,12 @@ from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 from tests.support.processes import WorkerProcess, find_psql
 from tests.support.waits import StatusWatcher
 from worker.cli import build_parser
-from worker.embedded_pg import EmbeddedPostgres, free_tcp_port, make_dirs, service_account
+from worker.embedded_pg import (
+    EmbeddedPostgres,
+    free_tcp_port,
+    make_dirs,
+    service_account,
+)
 from worker.settings import Settings, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -415,9 +420,8 @@ def empty_database(pg_server: EmbeddedPostgres) -> Iterator[str]:
 @pytest.fixture
 def container_path(tmp_path: Path) -> dict[str, str]:
     """Environment under which `sitemap-worker` (the image's entrypoint, and the first word
-    of its HEALTHCHECK) is this checkout: the installed script, else a shim."""
-    if shutil.which("sitemap-worker"):
-        return {}
+    of its HEALTHCHECK) is this checkout, as in the image; an installed script may be
+    another checkout's, so a shim comes first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "sitemap-worker"

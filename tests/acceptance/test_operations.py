@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 
 import aiohttp
@@ -12,7 +11,7 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEMPLATE, admin_dsn
-from tests.support.processes import worker_command
+from tests.support.processes import process_env, worker_command
 from tests.support.sites import Site, free_port
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -35,7 +34,7 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 async def health(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "health", *args, env={**os.environ, **env},
+        *worker_command(), "health", *args, env=process_env(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode, (out + err).decode().strip()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
-from tests.support.processes import worker_command
+from tests.support.processes import process_env, worker_command
 from tests.support.sites import Site
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -13,7 +12,7 @@ NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 
 async def run_scan(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "scan", *args, env={**os.environ, **env},
+        *worker_command(), "scan", *args, env=process_env(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode(), err.decode()
@@ -44,7 +43,7 @@ async def test_scan_exits_non_zero_when_the_job_fails(worker_env):
 async def test_bench_scan_runs_end_to_end_on_small_files(worker_env):
     proc = await asyncio.create_subprocess_exec(
         *worker_command(), "bench", "scan", "--scan-files", "2", "--scan-urls", "300",
-        env={**os.environ, **worker_env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        env=process_env(worker_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     text = out.decode()
     assert proc.returncode == 0, text + err.decode()[-2000:]

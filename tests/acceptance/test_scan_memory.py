@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
-import os
 import re
 import sys
 
-from tests.support.processes import worker_command
+from tests.support.processes import process_env, worker_command
 from tests.support.sites import Site
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -43,8 +42,8 @@ async def test_peak_rss_stays_bounded_on_hostile_sitemaps(worker_env):
         site.add("/bomb.xml.gz", gzip_bomb())
         site.stream("/endless.xml", f"<urlset {NS}>".encode() + b" " * 65536)
         proc = await asyncio.create_subprocess_exec(
-            *worker_command(), "scan", o, env={**os.environ, **worker_env, "WORKER_LOG_LEVEL": "INFO",
-                                               "WORKER_ALLOW_PRIVATE_NETWORKS": "true"},
+            *worker_command(), "scan", o, env=process_env({**worker_env, "WORKER_LOG_LEVEL": "INFO",
+                                               "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-2000:]

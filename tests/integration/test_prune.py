@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 
 import asyncpg
 
-from tests.support.processes import worker_command
+from tests.support.processes import process_env, worker_command
 from worker.database import Urls
 from worker.sql import q
 
@@ -70,7 +69,7 @@ async def test_prune_command_reports_what_it_deleted(direct, direct_dsn):
     await job(direct, "completed", 0)
     proc = await asyncio.create_subprocess_exec(
         *worker_command(), "prune", "--older-than", "7d",
-        env={**os.environ, "DATABASE_URL": direct_dsn},
+        env=process_env({"DATABASE_URL": direct_dsn}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()

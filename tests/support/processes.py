@@ -9,14 +9,25 @@ import shutil
 import signal
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 READY = re.compile(r"ready: ")
 
 
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
 def worker_command() -> list[str]:
-    """The installed console script when there is one (CI installs it), else the module."""
-    script = shutil.which("sitemap-worker")
-    return [script] if script else [sys.executable, "-m", "worker"]
+    """This checkout's worker, run as a module: the code under test, never a stale
+    installed copy (an installed console script may come from another checkout). The
+    console script itself is checked by the quick-start and container tests."""
+    return [sys.executable, "-m", "worker"]
+
+
+def process_env(env: Mapping[str, str]) -> dict[str, str]:
+    """os.environ plus `env`, with this checkout first on the import path."""
+    path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **env}
 
 
 class WorkerProcess:
@@ -30,7 +41,7 @@ class WorkerProcess:
 
     @classmethod
     async def start(cls, env: Mapping[str, str], *args: str) -> WorkerProcess:
-        full_env = {**os.environ, "WORKER_LOG_LEVEL": "INFO", **env}
+        full_env = process_env({"WORKER_LOG_LEVEL": "INFO", **env})
         proc = await asyncio.create_subprocess_exec(
             *worker_command(), *(args or ("run",)), env=full_env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
