@@ -100,9 +100,11 @@ SELECT id, job_type, status, progress, attempts, error FROM jobs WHERE id = ANY(
 
 -- name: upsert_sitemap_file :val
 -- The file's row before its URLs (they reference it); a retried job finds its old row.
+-- It reads 'error' until finish_sitemap_file says how the fetch went, so a scan that
+-- stops on the way leaves no row claiming 'ok'.
 -- $1 job, $2 url, $3 parent file id, $4 parent url, $5 depth, $6 source.
-INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, status)
-VALUES ($1, $2, $3, $4, $5, $6, 'ok')
+INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, status, error)
+VALUES ($1, $2, $3, $4, $5, $6, 'error', 'not finished: the scan stopped before this file was done')
 ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now()
 RETURNING id;
 
@@ -130,6 +132,10 @@ WITH new_rows AS (
     RETURNING 1
 )
 SELECT count(*) FROM new_rows;
+
+-- name: stored_url_count :val
+-- Page URLs a job has stored so far. $1 job.
+SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
 
 -- name: sitemap_tree :many
 -- $1 job.

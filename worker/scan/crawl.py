@@ -17,7 +17,7 @@ from .fetch import Fetcher, FetchResult
 from .model import ChildSitemap, SitemapUrl
 from .parse import SitemapParser
 from .robots import WELL_KNOWN_PATHS, sitemaps_from_robots
-from .store import CHUNK, FileOutcome, finish_file, open_file, store_urls
+from .store import CHUNK, FileOutcome, finish_file, open_file, store_urls, stored_url_count
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,19 @@ class ScanState:
 async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls: int) -> dict[str, Any]:
     """Scan one target; returns the job's result summary."""
     began = time.monotonic()
-    state = ScanState(max_urls=max_urls)
+    # URLs an earlier run of this job committed (killed, or released at shutdown) count
+    # towards max_urls and url_count: the re-run adds only what they lack.
+    state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
     origin, seeds = await _discover(fetcher, target)
     queue: list[Pending] = [Pending(url, None, None, 0, source) for url, source in seeds]
     state.known = len(queue)
     listed = sum(1 for item in queue if item.source == "robots")
-    log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try",
-             origin, listed, len(queue) - listed)
+    log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try%s",
+             origin, listed, len(queue) - listed,
+             f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "")
     while queue and not state.full and state.files < MAX_FILES:
         batch, queue = queue[:FILES_AT_ONCE], queue[FILES_AT_ONCE:]
-        found = await asyncio.gather(*(_scan_file(ctx, fetcher, state, item) for item in batch))
+        found = await _all_or_none(_scan_file(ctx, fetcher, state, item) for item in batch)
         for children in found:
             queue.extend(children)
             state.known += len(children)
@@ -85,6 +88,19 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
         "truncated": state.truncated or bool(queue), "bytes": state.bytes,
         "duration_s": round(time.monotonic() - began, 3),
     }
+
+
+async def _all_or_none(coros: Any) -> list[list[Pending]]:
+    """gather(), but the first failure cancels the other files' tasks (and waits for them)
+    before it propagates: nothing of a failed job keeps running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[str, str]]]:

@@ -112,8 +112,8 @@ def resolve_loc(text: str, base_url: str) -> tuple[str, str | None] | None:
     strings, case and encoding stay exactly as published.
     """
     loc = text.strip()
-    if not loc or len(loc) > MAX_URL_CHARS:
-        return None
+    if not loc or len(loc) > MAX_URL_CHARS or "\x00" in loc:
+        return None  # empty, absurd, or holding a NUL (no PostgreSQL text can store it)
     if loc[:8].lower().startswith(HTTP_PREFIXES):
         return loc, None
     joined = urljoin(base_url, loc)

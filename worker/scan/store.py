@@ -47,6 +47,12 @@ async def finish_file(ctx: JobContext, file_id: int, fetched: FetchResult, found
             fetched.content_type, fetched.etag, fetched.last_modified, fetched.elapsed * 1000)
 
 
+async def stored_url_count(ctx: JobContext) -> int:
+    """Page URLs this job has stored so far (by an earlier run, after a kill or a release)."""
+    async with ctx.phase() as conn:
+        return int(await conn.fetchval(q("stored_url_count"), ctx.job.id))
+
+
 async def store_urls(ctx: JobContext, file_id: int, urls: list[SitemapUrl]) -> int:
     """One statement for the chunk; returns how many were new for this job."""
     async with ctx.phase() as conn:
