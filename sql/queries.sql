@@ -5,8 +5,8 @@
 
 -- name: claim_jobs :many
 -- Batch claim for the free slots (the statement is sitemap_worker_claim in the schema).
--- $1 owner, $2 how many, $3 lease in seconds.
-SELECT * FROM sitemap_worker_claim($1, $2, $3);
+-- $1 owner, $2 how many, $3 lease in seconds, $4 ids of the jobs the worker is running.
+SELECT * FROM sitemap_worker_claim($1, $2, $3, $4::bigint[]);
 
 -- name: renew_leases :many
 -- Heartbeat; a job missing from the answer was cancelled or lost its lease.

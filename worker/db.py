@@ -78,13 +78,26 @@ async def transaction(conn: asyncpg.Connection, settings: Settings, *,
     try:
         yield conn
     except BaseException:
-        try:
-            if not conn.is_closed():
-                await conn.execute("ROLLBACK")
-        except BaseException:
-            conn.terminate()
+        await _roll_back_or_close(conn)
         raise
     await conn.execute("COMMIT")
+
+
+async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
+    """After an error inside a transaction. Never raises: the caller re-raises the error
+    that got here, which is the one worth reporting. A connection that died has already
+    been detached from its pool proxy by asyncpg (any call on the proxy then raises
+    InterfaceError), so that case only needs the error to pass."""
+    try:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+            return
+    except BaseException:  # noqa: S110  (a failed rollback: close below)
+        pass
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:
+        pass
 
 
 @asynccontextmanager

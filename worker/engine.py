@@ -39,6 +39,11 @@ from .sql import q
 log = logging.getLogger(__name__)
 
 
+def _unexpected(exc: BaseException) -> bool:
+    """Neither the database's answer nor a lost connection: a bug, worth a traceback."""
+    return not isinstance(exc, CONNECTION_ERRORS + (asyncpg.PostgresError,))
+
+
 def make_owner_id() -> str:
     """Unique per process run, readable in `jobs.owner`."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(24):06x}"
@@ -150,12 +155,16 @@ class Worker:
     async def _claim(self, n: int) -> list[ClaimedJob]:
         try:
             async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
-                rows = await conn.fetch(q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds())
-        except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+                # Jobs still ours (running, or their outcome not yet written) are never
+                # re-claimed by us, even with an expired lease: see migration 0006.
+                ours = [*self.running, *self.outcomes.unwritten()]
+                rows = await conn.fetch(q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds(),
+                                        ours)
+        except Exception as exc:  # whatever it is, the loop lives on and tries again
             if self._claim_failing_since is None:
                 self._claim_failing_since = time.monotonic()
                 log.warning("cannot claim jobs: %s; retrying every %.1f s", describe(exc),
-                            self.settings.poll_interval.total_seconds())
+                            self.settings.poll_interval.total_seconds(), exc_info=_unexpected(exc))
             return []
         if self._claim_failing_since is not None:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
@@ -237,9 +246,9 @@ class Worker:
                 async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
                     rows = await conn.fetch(q("renew_leases"), self.owner, ids,
                                             self.settings.lease.total_seconds())
-            except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+            except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
-                    log.warning("cannot renew leases: %s", describe(exc))
+                    log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
                 failing = True
                 continue
             failing = False

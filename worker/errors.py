@@ -17,6 +17,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # The driver's own state machine gave up: seen when a server (or pooler) connection is
+    # killed between two messages of one operation, and the unsolicited FATAL arrives
+    # mid-exchange. The connection is unusable; a fresh one works.
+    asyncpg.InternalClientError,
 )
 
 
@@ -64,7 +68,12 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line message for `jobs.error` that a person can act on."""
+    """A one-line message for `jobs.error` that a person can act on (PostgreSQL text cannot
+    hold a NUL, so one in a message is spelled out)."""
+    return _describe(exc).replace("\x00", "\\0")
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None)
         detail = getattr(exc, "detail", None)
@@ -74,6 +83,8 @@ def describe(exc: BaseException) -> str:
     name = type(exc).__name__
     if isinstance(exc, WorkerError):
         return text or name
+    if isinstance(exc, asyncpg.InternalClientError):  # see CONNECTION_ERRORS
+        return f"database connection broke in the middle of a statement ({name}: {text})"
     return f"{name}: {text}" if text else name
 
 

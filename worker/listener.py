@@ -18,7 +18,7 @@ from collections.abc import Callable
 import asyncpg
 
 from . import db
-from .errors import describe
+from .errors import CONNECTION_ERRORS, describe
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,16 @@ class Listener:
                 failures, down_since = 0, None
                 self._on_connect()  # catch-up claim for what was missed
                 await self._watch()
-            except (ListenerLost, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
+            except Exception as exc:  # supervised: whatever broke, connect again
                 if self._stopped.is_set():
                     break
                 failures += 1
                 if down_since is None:
                     down_since = time.monotonic()
                     self._set_state("reconnecting")
-                    log.warning("listener lost: %s; reconnecting (polling meanwhile)", describe(exc))
+                    expected = isinstance(exc, (ListenerLost, asyncpg.PostgresError, *CONNECTION_ERRORS))
+                    log.warning("listener lost: %s; reconnecting (polling meanwhile)", describe(exc),
+                                exc_info=not expected)
                 elif failures == LOUD_AFTER_ATTEMPTS:
                     self._set_state("failing")
                     log.error("listener cannot reconnect after %d attempts (%s); jobs are still "

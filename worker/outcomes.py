@@ -49,6 +49,7 @@ class OutcomeWriter:
         self._settings = settings
         self._owner = owner
         self._queue: list[Outcome] = []
+        self._writing: list[Outcome] = []
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -73,9 +74,15 @@ class OutcomeWriter:
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
-                batch, self._queue = self._queue, []
-                await self._write_with_retry(batch)
+                self._writing, self._queue = self._queue, []
+                await self._write_with_retry(self._writing)
+                self._writing = []
             self._idle.set()
+
+    def unwritten(self) -> list[int]:
+        """Jobs whose outcome is queued or being written: still this worker's, whatever
+        their lease says."""
+        return [o.job.id for o in (*self._writing, *self._queue)]
 
     async def _write_with_retry(self, batch: list[Outcome]) -> None:
         """A dead connection or database is waited out (the lease covers the gap; once it
@@ -93,6 +100,12 @@ class OutcomeWriter:
                     log.warning("cannot write job outcomes yet (%s); retrying", describe(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception as exc:  # not the connection: never the end of the writer
+                # What was not written is recovered like a lost worker's job: its lease
+                # expires and a claim (ours included: it is no longer unwritten) re-runs it.
+                log.error("cannot write %d job outcome(s): %s", len(batch), describe(exc),
+                          exc_info=not isinstance(exc, asyncpg.PostgresError))
+                return
 
     async def _write(self, batch: list[Outcome]) -> None:
         completed = [o for o in batch if o.kind == "completed"]

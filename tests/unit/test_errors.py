@@ -41,3 +41,13 @@ def test_describe_is_one_readable_line():
     assert describe(PermanentJobError("invalid payload")) == "invalid payload"
     exc = asyncpg.exceptions.DivisionByZeroError("division by zero")
     assert describe(exc).startswith("database error 22012: division by zero")
+
+
+def test_a_driver_state_error_reads_as_a_broken_connection_and_is_transient():
+    exc = asyncpg.exceptions._base.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    assert describe(exc).startswith("database connection broke in the middle of a statement")
+    assert not is_permanent(exc)
+
+
+def test_describe_spells_out_a_nul_that_postgresql_text_cannot_hold():
+    assert describe(ValueError("bad\x00byte")) == "ValueError: bad\\0byte"
