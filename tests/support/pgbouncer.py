@@ -89,6 +89,24 @@ class PgBouncer:
             self._output.close()
             self._output = None
 
+    def kill(self) -> None:
+        """SIGKILL: every client and server connection drops at once, as in a crash."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop (safe shutdown, or SIGKILL with `kill`) and start again on the same port."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
     def _write_config(self, uid: int | None, gid: int | None) -> Path:
         """The ini from the research notes; trust auth still needs the user in auth_file."""
         make_dirs(self.workdir)

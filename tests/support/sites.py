@@ -12,6 +12,12 @@ dispatches on the path), so a test builds exactly the site it needs:
         site.stream("/drip", chunk=b"x", interval=0.05)  # slow drip
         ...site.url("/robots.txt"), site.hits["/sitemap.xml"], site.max_in_flight
 
+Fault tests steer a client mid-request with events instead of sleeps:
+
+        release = site.hold("/robots.txt")            # answer only once release.set()
+        await site.arrival("/robots.txt").wait()      # a request for it has arrived
+        site.add_split("/big.xml", body, at=4096)     # first 4 KiB now, the rest on release
+
 The server's own delays are real sleeps; tests themselves never sleep.
 """
 
@@ -71,6 +77,7 @@ class Site:
         self.in_flight = 0
         self.max_in_flight = 0
         self._routes: dict[str, Handler] = {}
+        self._arrivals: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Self:
@@ -167,12 +174,76 @@ class Site:
 
         self.add_handler(path, handler)
 
+    # Held responses and arrival events (fault tests) ------------------------------------
+
+    def arrival(self, path: str) -> asyncio.Event:
+        """An event set once a request for `path` (as routed: path, or path with query)
+        has arrived; it stays set. The same event comes back for the same path."""
+        event = self._arrivals.get(path)
+        if event is None:
+            event = self._arrivals[path] = asyncio.Event()
+            if self.hits[path]:
+                event.set()
+        return event
+
+    def hold(self, path: str, release: asyncio.Event | None = None) -> asyncio.Event:
+        """Hold every response of `path` (its current handler, so add the route first;
+        none: a 404) until `release` is set, then answer normally; requests after that
+        are not held. Returns the release event. A client that hangs up meanwhile
+        cancels its held handler (the server cancels handlers of lost connections)."""
+        gate = release if release is not None else asyncio.Event()
+        inner = self._routes.get(path)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            await gate.wait()
+            if inner is None:
+                return web.Response(status=404, text="not found")
+            return await inner(request)
+
+        self.add_handler(path, handler)
+        return gate
+
+    def add_split(
+        self,
+        path: str,
+        body: bytes | str,
+        *,
+        at: int,
+        release: asyncio.Event | None = None,
+        content_type: str = "application/xml",
+    ) -> asyncio.Event:
+        """Serve `body` in two parts: `body[:at]` at once (chunked, flushed), the rest
+        only once `release` is set; so a client is caught mid-file. Returns the release
+        event; once set, later requests get the whole body without a pause."""
+        data = body.encode() if isinstance(body, str) else body
+        gate = release if release is not None else asyncio.Event()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            resp.content_type = content_type
+            await resp.prepare(request)
+            try:
+                await resp.write(data[:at])
+                await gate.wait()
+                await resp.write(data[at:])
+                await resp.write_eof()
+            except ConnectionError:
+                pass  # the client went away while held (killed): nothing more to send
+            return resp
+
+        self.add_handler(path, handler)
+        return gate
+
     # Dispatch -------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         key = request.path_qs if request.path_qs in self._routes else request.path
         self.hits[key] += 1
         self.requests.append(Seen(request.path_qs, dict(request.headers), time.monotonic()))
+        for name in {key, request.path}:
+            event = self._arrivals.get(name)
+            if event is not None:
+                event.set()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
