@@ -85,6 +85,26 @@ async def test_max_urls_caps_what_is_stored(site, pool, make_settings, direct):
     assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == 10
 
 
+async def test_a_held_child_does_not_hold_up_the_files_after_it(site, pool, make_settings, direct):
+    """Files go FILES_AT_ONCE at a time, and a slot frees as soon as its file ends: with the
+    second child held, the last one (beyond the first four) is still fetched and stored."""
+    o = site.origin
+    names = "abcdef"
+    site.add("/robots.txt", f"Sitemap: {o}/index.xml\n")
+    site.add("/index.xml", index(*(f"{o}/{n}.xml" for n in names)))
+    for n in names:
+        site.add(f"/{n}.xml", urlset(f"{o}/{n}/page"))
+    release = site.hold("/b.xml")
+    job = asyncio.ensure_future(scan(pool, make_settings(allow_private_networks=True), direct, o))
+    async with asyncio.timeout(20):
+        await site.arrival("/f.xml").wait()  # with fixed batches of four it never came
+    release.set()
+    row = await job
+    assert row["status"] == "completed", row["error"]
+    assert json.loads(row["result"])["url_count"] == len(names)
+    assert site.hits["/b.xml"] == 1
+
+
 async def test_ssrf_guard_refuses_loopback_by_default(site, pool, make_settings, direct):
     site.add("/sitemap.xml", urlset(f"{site.origin}/p"))
     job = await scan(pool, make_settings(allow_private_networks=False), direct, site.origin)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,18 +64,13 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     # towards max_urls and url_count: the re-run adds only what they lack.
     state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
     origin, seeds = await _discover(fetcher, target)
-    queue: list[Pending] = [Pending(url, None, None, 0, source) for url, source in seeds]
+    queue = deque(Pending(url, None, None, 0, source) for url, source in seeds)
     state.known = len(queue)
     listed = sum(1 for item in queue if item.source == "robots")
     log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try%s",
              origin, listed, len(queue) - listed,
              f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "")
-    while queue and not state.full and state.files < MAX_FILES:
-        batch, queue = queue[:FILES_AT_ONCE], queue[FILES_AT_ONCE:]
-        found = await _all_or_none(_scan_file(ctx, fetcher, state, item) for item in batch)
-        for children in found:
-            queue.extend(children)
-            state.known += len(children)
+    await _walk(ctx, fetcher, state, queue)
     log.info("scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s", origin,
              state.files - state.missing, state.urls, state.errors, time.monotonic() - began)
     if state.errors and not state.ok:
@@ -90,16 +85,33 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     }
 
 
-async def _all_or_none(coros: Any) -> list[list[Pending]]:
-    """gather(), but the first failure cancels the other files' tasks (and waits for them)
-    before it propagates: nothing of a failed job keeps running."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
+async def _walk(ctx: JobContext, fetcher: Fetcher, state: ScanState, queue: deque[Pending]) -> None:
+    """Breadth-first, FILES_AT_ONCE files in flight: a file starts as soon as another ends,
+    so one slow file never leaves the other slots idle. Stops starting files once the URL
+    cap or the file cap is reached (what is left stays in `queue`). The first failure
+    cancels the files still in flight, and waits for them, before it propagates: nothing
+    of a failed job keeps running."""
+    running: set[asyncio.Task[list[Pending]]] = set()
+    done: set[asyncio.Task[list[Pending]]] = set()
+    started = 0
     try:
-        return await asyncio.gather(*tasks)
+        while True:
+            while queue and len(running) < FILES_AT_ONCE and not state.full and started < MAX_FILES:
+                item = queue.popleft()
+                if item.url not in state.visited:
+                    running.add(asyncio.ensure_future(_scan_file(ctx, fetcher, state, item)))
+                    started += 1
+            if not running:
+                return
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                children = task.result()
+                queue.extend(children)
+                state.known += len(children)
     except BaseException:
-        for task in tasks:
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running, *done, return_exceptions=True)
         raise
 
 
