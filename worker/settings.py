@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=10),
-        description="On SIGTERM/SIGINT, how long running jobs may finish before they are "
-        "handed back to pending.",
+        description="On SIGTERM/SIGINT, the time the worker has to exit: running jobs may "
+        "finish during all of it but the last second (or quarter, if shorter), then what is "
+        "left is handed back to pending.",
     )
     retry_base: Duration = Field(
         default=timedelta(seconds=2), description="First retry delay; doubles per attempt."

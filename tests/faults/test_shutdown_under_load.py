@@ -2,8 +2,8 @@
 their sites before or in the middle of a sitemap) with more jobs queued behind them.
 
 The worker must stop claiming, hand the noops back at once (their hold gives way to a
-shutdown), hand the scans back when the grace period (WORKER_SHUTDOWN_GRACE=3 s) runs out,
-and exit with status 0 shortly after it: every unfinished job `pending` again, `owner` and
+shutdown), hand the scans back once the grace period (WORKER_SHUTDOWN_GRACE=3 s) less its
+hand-over reserve runs out, and exit with status 0 within the grace: every unfinished job `pending` again, `owner` and
 lease cleared, no attempt burned, and the queued jobs untouched. Another worker then
 completes all of them exactly once, and the scans interrupted mid-file store each URL
 once."""
@@ -112,7 +112,8 @@ async def sigterm_with_all_slots_busy(spawn: Spawn, direct: asyncpg.Connection,
         print(f"\nshutdown: {concurrency} running + {queued} queued: noops back to pending after"
               f" {released_noops_s * 1000:.0f} ms, exit {code} after {exit_s:.2f} s (grace {GRACE:g} s)")
         assert code == 0, worker.log()
-        assert exit_s < GRACE + 4, f"exit took {exit_s:.1f} s with a {GRACE:g} s grace"
+        # The whole shutdown fits in the grace (jobs get it less the hand-over reserve).
+        assert exit_s <= GRACE, f"exit took {exit_s:.2f} s with a {GRACE:g} s grace"
 
         rows = await direct.fetch("SELECT * FROM jobs WHERE id = ANY($1::bigint[])", running)
         assert all(r["status"] == "pending" and r["attempts"] == 0 and r["owner"] is None
