@@ -14,8 +14,11 @@ import pytest
 
 from tests.acceptance.conftest import FAST, spawn, watcher, worker_env  # noqa: F401  (fixtures)
 from tests.support.restartable import TEMPLATE, RestartablePostgres
+from tests.support.sites import Site
 from worker.migrate import migrate
 from worker.settings import Settings
+
+NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +57,14 @@ async def restartable_conn(restartable_pg: RestartablePostgres,
     conn = await asyncpg.connect(restartable_pg.dsn_for(restartable_db))
     yield conn
     conn.terminate()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """A small site: robots.txt -> one sitemap of 20 URLs; the other well-known paths 404.
+    Modules that need another site define their own `site`."""
+    async with Site() as s:
+        s.add("/robots.txt", f"Sitemap: {s.url('/sitemap.xml')}\n")
+        body = "".join(f"<url><loc>{s.url(f'/p/{i}')}</loc></url>" for i in range(20))
+        s.add("/sitemap.xml", f'<?xml version="1.0"?><urlset {NS}>{body}</urlset>')
+        yield s

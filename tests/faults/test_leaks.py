@@ -15,7 +15,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -25,7 +25,6 @@ from tests.support.processes import WorkerProcess
 from tests.support.sites import Site
 from tests.support.waits import StatusWatcher
 
-NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 CONCURRENCY = 10
 POOL_SIZE = CONCURRENCY + 3  # WORKER_POOL_SIZE=0: concurrency + 3
 ENV = {"WORKER_ALLOW_PRIVATE_NETWORKS": "true", "WORKER_CONCURRENCY": str(CONCURRENCY),
@@ -41,16 +40,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    """A small site: robots.txt -> one sitemap of 20 URLs; the other well-known paths 404."""
-    async with Site() as s:
-        s.add("/robots.txt", f"Sitemap: {s.url('/sitemap.xml')}\n")
-        body = "".join(f"<url><loc>{s.url(f'/p/{i}')}</loc></url>" for i in range(20))
-        s.add("/sitemap.xml", f'<?xml version="1.0"?><urlset {NS}>{body}</urlset>')
-        yield s
 
 
 @dataclass

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -25,20 +25,9 @@ from tests.support.sites import Site
 from tests.support.waits import StatusWatcher
 from worker.embedded_pg import EmbeddedPostgres
 
-NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 CLIENTS = 8
 WORKERS = 4
 Spawn = Callable[..., Awaitable[WorkerProcess]]
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    """A small site: robots.txt -> one sitemap of 20 URLs; the other well-known paths 404."""
-    async with Site() as s:
-        s.add("/robots.txt", f"Sitemap: {s.url('/sitemap.xml')}\n")
-        body = "".join(f"<url><loc>{s.url(f'/p/{i}')}</loc></url>" for i in range(20))
-        s.add("/sitemap.xml", f'<?xml version="1.0"?><urlset {NS}>{body}</urlset>')
-        yield s
 
 
 async def client(dsn: str, jobs: list[tuple[str, str]]) -> list[int]:
