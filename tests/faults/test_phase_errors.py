@@ -11,6 +11,7 @@ failed on the first attempt) made by a crafted sitemap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -90,6 +91,19 @@ async def assert_worker_still_serves(worker: WorkerProcess, conn: asyncpg.Connec
     await assert_pool_sane(conn)
 
 
+@contextlib.asynccontextmanager
+async def urls_table_locked(dsn: str) -> AsyncIterator[None]:
+    """ACCESS EXCLUSIVE on sitemap_urls, held by a connection of the test's own until the
+    block ends: every insert of a scan waits on it until its statement timeout."""
+    holder = await asyncpg.connect(dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE sitemap_urls IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await holder.close()
+
+
 async def test_statement_timeout_in_a_phase_retries_then_fails_and_pool_stays_healthy(
         spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher,
         site: Site) -> None:
@@ -99,17 +113,10 @@ async def test_statement_timeout_in_a_phase_retries_then_fails_and_pool_stays_he
     the database's message; no URL is stored."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    holder = await asyncpg.connect(direct_dsn)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("LOCK TABLE sitemap_urls IN ACCESS EXCLUSIVE MODE")
+    async with urls_table_locked(direct_dsn):
         job_id = await enqueue_scan(direct, site.origin)
         [row] = await watcher.wait_for(job_id, "failed", timeout=30)
         await assert_pool_sane(direct)  # the lock is still held: nothing waits on it now
-        await tx.rollback()
-    finally:
-        await holder.close()
     assert row["attempts"] == 3 and row["owner"] is None
     assert row["error"].startswith("database error 57014: "), row["error"]
     assert "statement timeout" in row["error"], row["error"]
@@ -238,17 +245,10 @@ async def test_statement_timeouts_in_many_scans_then_a_busy_queue(
     through the same process with the pool sane throughout."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    holder = await asyncpg.connect(direct_dsn)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("LOCK TABLE sitemap_urls IN ACCESS EXCLUSIVE MODE")
+    async with urls_table_locked(direct_dsn):
         ids = [await enqueue_scan(direct, site.origin) for _ in range(CONCURRENCY * 3)]
         rows = await watcher.wait_for(ids, ("failed", "completed"), timeout=90)
         await assert_pool_sane(direct)
-        await tx.rollback()
-    finally:
-        await holder.close()
     assert all(r["status"] == "failed" and r["attempts"] == 3 and "57014" in r["error"]
                for r in rows), [dict(r) for r in rows]
     scans = [await enqueue_scan(direct, site.origin) for _ in range(10)]
