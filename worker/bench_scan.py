@@ -49,16 +49,15 @@ def bare_lxml(folder: Path, files: int, *, read_fields: bool = False) -> tuple[i
     each URL's loc and lastmod texts are also read into Python, the least any sitemap
     reader does with a URL (the strict baseline reads nothing at all)."""
     loc, lastmod = f"{{{NS}}}loc", f"{{{NS}}}lastmod"
-    count, began, kept = 0, time.perf_counter(), None
+    count, began = 0, time.perf_counter()
     for f in range(files):
         for _, element in etree.iterparse(str(folder / f"part-{f}.xml"), tag=f"{{{NS}}}url"):
             count += 1
             if read_fields:
-                kept = (element.findtext(loc), element.findtext(lastmod))
+                element.findtext(loc), element.findtext(lastmod)
             element.clear()
             while element.getprevious() is not None:
                 del element.getparent()[0]
-    del kept
     return count, time.perf_counter() - began
 
 
