@@ -118,7 +118,9 @@ UPDATE sitemap_files
 
 -- name: insert_sitemap_urls :val
 -- A chunk of page URLs in one statement; a URL already stored for this job (listed by
--- another sitemap, or stored before a crash) is skipped. Returns how many were new.
+-- another sitemap, or stored before a crash) is skipped: DO NOTHING without a target
+-- covers both of the job's URL keys (short URLs by text, long ones by md5; migration 0007).
+-- Returns how many were new.
 -- $1 job, $2 file, then one array per column.
 WITH new_rows AS (
     INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc, lastmod, lastmod_raw, changefreq,
@@ -128,7 +130,7 @@ WITH new_rows AS (
       FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::real[],
                   $8::text[], $9::text[], $10::text[], $11::text[])
            AS u (loc, lastmod, lastmod_raw, changefreq, priority, images, videos, news, alternates)
-    ON CONFLICT (job_id, md5(loc)) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM new_rows;

@@ -78,13 +78,18 @@ class JobContext:
             raise ShuttingDown("worker shutting down")
 
     @asynccontextmanager
-    async def phase(self, progress: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+    async def phase(self, progress: float | None = None, *,
+                    durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
         """One short transaction on a pooled connection. The phase's writes commit together
         with the job's progress and a renewed lease, and only while this worker still owns
         the job: if it was cancelled or taken over, everything rolls back and JobLost
-        stops the work."""
+        stops the work.
+
+        `durable=False` commits without waiting for the WAL flush, for writes a re-run
+        would redo anyway (see db.transaction): the job's final status is always durable,
+        and its flush carries every earlier commit with it."""
         self.check()
-        async with db.pooled_transaction(self.pool, self.settings) as conn:
+        async with db.pooled_transaction(self.pool, self.settings, durable=durable) as conn:
             yield conn
             owned = await conn.fetchval(
                 q("record_progress"), self.job.id, self.owner, progress,

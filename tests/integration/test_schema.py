@@ -138,3 +138,33 @@ async def test_cancel_from_sql_sets_finished_at(direct):
     row = await direct.fetchrow(
         "UPDATE jobs SET status = 'cancelled' WHERE id = $1 RETURNING finished_at, updated_at", job_id)
     assert row["finished_at"] is not None and row["updated_at"] == row["finished_at"]
+
+
+async def _scan_rows(conn: asyncpg.Connection, urls_per_file: int) -> tuple[int, list[int]]:
+    job_id = await conn.fetchval("INSERT INTO jobs (job_type) VALUES ('sitemap_scan') RETURNING id")
+    files = [await conn.fetchval("INSERT INTO sitemap_files (job_id, url, status)"
+                                 " VALUES ($1, $2, 'ok') RETURNING id", job_id, f"https://a.test/{n}.xml")
+             for n in range(2)]
+    for file_id in files:
+        await conn.execute("INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc)"
+                           " SELECT $1, $2, 'https://a.test/' || $2::bigint || '/' || g"
+                           "   FROM generate_series(1, $3) g", job_id, file_id, urls_per_file)
+    return job_id, files
+
+
+async def test_url_rows_go_with_their_file_and_job_without_foreign_keys(direct):
+    """Migration 0007 dropped sitemap_urls' per-row FK checks; its triggers keep the cascade."""
+    keys = await direct.fetchval("SELECT count(*) FROM pg_constraint"
+                                 " WHERE conrelid = 'sitemap_urls'::regclass AND contype = 'f'")
+    assert keys == 0
+    kept_job, _ = await _scan_rows(direct, 3)
+    job_id, (first, second) = await _scan_rows(direct, 5)
+    await direct.execute("DELETE FROM sitemap_files WHERE id = $1", first)
+    left = dict(await direct.fetch("SELECT sitemap_file_id, count(*) FROM sitemap_urls"
+                                   " WHERE job_id = $1 GROUP BY 1", job_id))
+    assert left == {second: 5}
+    await direct.execute("DELETE FROM jobs WHERE id = $1", job_id)
+    per_job = dict(await direct.fetch("SELECT job_id, count(*) FROM sitemap_urls GROUP BY 1"))
+    assert per_job == {kept_job: 6}
+    await direct.execute("TRUNCATE jobs CASCADE")
+    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == 0

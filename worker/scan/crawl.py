@@ -17,7 +17,7 @@ from .fetch import Fetcher, FetchResult
 from .model import ChildSitemap, SitemapUrl
 from .parse import SitemapParser
 from .robots import WELL_KNOWN_PATHS, sitemaps_from_robots
-from .store import CHUNK, FileOutcome, finish_file, open_file, store_urls, stored_url_count
+from .store import CHUNK, FileOutcome, UrlWriter, finish_file, open_file, stored_url_count
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     # URLs an earlier run of this job committed (killed, or released at shutdown) count
     # towards max_urls and url_count: the re-run adds only what they lack.
     state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
+    writer = UrlWriter(ctx, stored_before=state.urls)
     origin, seeds = await _discover(fetcher, target)
     queue = deque(Pending(url, None, None, 0, source) for url, source in seeds)
     state.known = len(queue)
@@ -70,7 +71,7 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try%s",
              origin, listed, len(queue) - listed,
              f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "")
-    await _walk(ctx, fetcher, state, queue)
+    await _walk(ctx, fetcher, writer, state, queue)
     log.info("scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s", origin,
              state.files - state.missing, state.urls, state.errors, time.monotonic() - began)
     if state.errors and not state.ok:
@@ -85,7 +86,8 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     }
 
 
-async def _walk(ctx: JobContext, fetcher: Fetcher, state: ScanState, queue: deque[Pending]) -> None:
+async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
+                queue: deque[Pending]) -> None:
     """Breadth-first, FILES_AT_ONCE files in flight: a file starts as soon as another ends,
     so one slow file never leaves the other slots idle. Stops starting files once the URL
     cap or the file cap is reached (what is left stays in `queue`). The first failure
@@ -99,7 +101,7 @@ async def _walk(ctx: JobContext, fetcher: Fetcher, state: ScanState, queue: dequ
             while queue and len(running) < FILES_AT_ONCE and not state.full and started < MAX_FILES:
                 item = queue.popleft()
                 if item.url not in state.visited:
-                    running.add(asyncio.ensure_future(_scan_file(ctx, fetcher, state, item)))
+                    running.add(asyncio.ensure_future(_scan_file(ctx, fetcher, writer, state, item)))
                     started += 1
             if not running:
                 return
@@ -132,7 +134,8 @@ async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[s
     return origin, seeds
 
 
-async def _scan_file(ctx: JobContext, fetcher: Fetcher, state: ScanState, item: Pending) -> list[Pending]:
+async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
+                     item: Pending) -> list[Pending]:
     if item.url in state.visited:
         return []
     state.visited.add(item.url)
@@ -147,7 +150,7 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, state: ScanState, item: 
         if pending:
             chunk, pending = pending, []
             listed += len(chunk)
-            new = await store_urls(ctx, file_id, chunk[: state.max_urls - state.urls])
+            new = await writer.store(file_id, chunk[: state.max_urls - state.urls])
             stored += new
             state.urls += new
 

