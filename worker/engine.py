@@ -82,6 +82,8 @@ class Worker:
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._notified = False
+        self._claims_begun = self._claims_ended = 0
+        self._claim_ended = asyncio.Event()
         self._claim_failing_since: float | None = None
         self.claimed = 0
         self.resources: dict[str, object] = {}  # shared by this worker's jobs; closed on exit
@@ -96,6 +98,18 @@ class Worker:
     def wake(self) -> None:
         """Claim now (a listener reconnect's catch-up, or a freed slot)."""
         self._wake.set()
+
+    async def caught_up(self) -> None:
+        """Wake the claim loop and wait until a claim that began after this call has ended
+        (or no slot is free to claim for). "ready" waits for this after the listener's
+        first connect, so a job inserted once a worker says ready is not already claimed
+        by that connect's catch-up claim: it is there to be woken for."""
+        target = self._claims_begun + 1
+        self.wake()
+        while (self._claims_ended < target and len(self.running) < self.concurrency
+               and not self.stopping.is_set()):
+            self._claim_ended.clear()
+            await self._claim_ended.wait()
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -158,6 +172,14 @@ class Worker:
             pass
 
     async def _claim(self, n: int) -> list[ClaimedJob]:
+        self._claims_begun += 1
+        try:
+            return await self._claim_some(n)
+        finally:
+            self._claims_ended += 1
+            self._claim_ended.set()
+
+    async def _claim_some(self, n: int) -> list[ClaimedJob]:
         try:
             async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
                 # Jobs still ours (running, or their outcome not yet written) are never

@@ -92,9 +92,11 @@ async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:
 
 
 async def _announce(worker: Worker, listener: Listener | None, concurrency: int) -> None:
-    """One line when the worker can be woken; tests and operators wait for it."""
+    """One line when the worker can be woken and has caught up with what was already
+    runnable; tests and operators wait for it."""
     if listener is not None:
         await listener.listening.wait()
+        await worker.caught_up()
     mode = f"listening on {WAKEUP_CHANNEL}" if listener else "burst mode"
     log.info("worker %s ready: %s, concurrency %d", worker.owner, mode, concurrency)
 
