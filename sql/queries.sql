@@ -95,18 +95,33 @@ SELECT count(*) FROM pg_stat_activity
  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();
 
 -- name: job_states :many
--- $1 ids.
-SELECT id, job_type, status, progress, attempts, error FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id;
+-- What a waiting client shows, with a scan's sitemap files (finished / all tried so far)
+-- and the URLs they listed so far. $1 ids.
+SELECT j.id, j.job_type, j.status, j.progress, j.attempts, j.error,
+       f.files, f.files_done, f.urls
+  FROM jobs j
+  LEFT JOIN LATERAL (SELECT count(*) AS files, count(fetch_ms) AS files_done,
+                            coalesce(sum(url_count), 0) AS urls
+                       FROM sitemap_files WHERE job_id = j.id) f ON true
+ WHERE j.id = ANY($1::bigint[])
+ ORDER BY j.id;
 
 -- name: upsert_sitemap_file :val
 -- The file's row before its URLs (they reference it); a retried job finds its old row.
 -- It reads 'error' until finish_sitemap_file says how the fetch went, so a scan that
--- stops on the way leaves no row claiming 'ok'.
+-- stops on the way leaves no row claiming 'ok'. A re-run reads the file from the start,
+-- so its URL count starts again from zero.
 -- $1 job, $2 url, $3 parent file id, $4 parent url, $5 depth, $6 source.
 INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, status, error)
 VALUES ($1, $2, $3, $4, $5, $6, 'error', 'not finished: the scan stopped before this file was done')
-ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now()
+ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now(), url_count = 0
 RETURNING id;
+
+-- name: count_file_urls :exec
+-- A chunk's URLs, counted on their file row in the chunk's own transaction, so that
+-- url_count grows while a big file is read (finish_sitemap_file sets the final figure).
+-- $1 file id, $2 URLs in the chunk.
+UPDATE sitemap_files SET url_count = url_count + $2 WHERE id = $1;
 
 -- name: finish_sitemap_file :exec
 -- $1 id, then what the fetch and the parse found.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -15,6 +15,9 @@ from .errors import JobLost, ShuttingDown
 from .metrics import Metrics
 from .settings import Settings
 from .sql import q
+
+
+T = TypeVar("T")
 
 
 class _Detach:
@@ -97,6 +100,18 @@ class JobContext:
             )
             if owned is None:
                 raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
+
+    async def run_phase(self, work: Callable[[asyncpg.Connection], Awaitable[T]],
+                        progress: float | None = None, *, durable: bool = True) -> T:
+        """`work(conn)` as one phase (see phase()), run to its end even when the job's task
+        is cancelled meanwhile (a failed sibling, a cancelled job, the shutdown deadline):
+        no statement is interrupted, so no cancel request goes out (see db.run_to_end).
+        The cancellation then carries on from here."""
+        async def one_phase() -> T:
+            async with self.phase(progress, durable=durable) as conn:
+                return await work(conn)
+
+        return await db.run_to_end(one_phase())
 
     async def sleep(self, seconds: float) -> None:
         """Wait, but give way at once to a shutdown: the job goes back to pending."""

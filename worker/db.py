@@ -6,10 +6,11 @@ statement cache, no prepare(), no cursors, no session state, nothing sent on rel
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -18,6 +19,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "sitemap-worker"
+
+T = TypeVar("T")
 
 
 async def _reset_only_open_transaction(conn: asyncpg.Connection) -> None:
@@ -107,3 +110,29 @@ async def pooled_transaction(pool: asyncpg.Pool, settings: Settings, *,
     async with pool.acquire() as conn:
         async with transaction(conn, settings, durable=durable):
             yield conn
+
+
+async def run_to_end(work: Coroutine[Any, Any, T]) -> T:
+    """Run database work in a task of its own that a cancellation of the caller does not
+    interrupt: the caller's CancelledError waits for the work to end, then goes on.
+
+    Cancelling a coroutine that awaits a statement makes asyncpg send a cancel request (a
+    new connection, a round trip) and roll back; through PgBouncer 1.18, the version
+    Debian ships, a cancel request racing a closing server connection can crash the pooler
+    for every client (pgbouncer#801). A statement runs for milliseconds and its
+    statement_timeout bounds it, so letting it finish is cheaper and never risks that.
+    A second cancellation ends the wait; the work still finishes in the background."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task])
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Its error belongs to the caller, who was cancelled instead: no 'never retrieved' noise."""
+    if not task.cancelled():
+        task.exception()

@@ -270,9 +270,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
-                    rows = await conn.fetch(q("renew_leases"), self.owner, ids,
-                                            self.settings.lease.total_seconds())
+                rows = await db.run_to_end(self._renew(ids))  # cancelled at exit: ends first
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
@@ -285,6 +283,10 @@ class Worker:
                 if job_id not in alive and running is not None and running.cancel_reason is None:
                     running.cancel_reason = "lost"
                     running.task.cancel()
+
+    async def _renew(self, ids: list[int]) -> list[asyncpg.Record]:
+        async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
+            return await conn.fetch(q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds())
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -46,11 +46,19 @@ async def wait_for_jobs(dsn: str, settings: Settings, ids: list[int], *,
 
 
 def _progress_line(rows: list[asyncpg.Record]) -> str:
-    parts = [f"job {r['id']} {r['status']} {r['progress']:.0%}" for r in rows[:6]]
+    parts = [_job_part(r) for r in rows[:6]]
     if len(rows) > 6:
         ended = sum(r["status"] in TERMINAL for r in rows)
         parts.append(f"... {ended}/{len(rows)} ended")
     return " | ".join(parts)
+
+
+def _job_part(row: asyncpg.Record) -> str:
+    """`job 12 processing 40% · 4/9 files · 150,000 URLs`: files and URLs once a scan has any."""
+    part = f"job {row['id']} {row['status']} {row['progress']:.0%}"
+    if row["files"]:
+        part += f" · {row['files_done']}/{row['files']} files · {row['urls']:,} URLs"
+    return part
 
 
 def _show(out: TextIO, line: str) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 
 import pytest
 
 from tests.support.sites import Site
 from worker.engine import Worker
 from worker.jobs import default_registry
+from worker.scan.store import CHUNK
+from worker.waiting import wait_for_jobs
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 IMG = 'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"'
@@ -118,3 +121,51 @@ async def test_invalid_domain_fails_with_a_clear_error(pool, settings, direct, d
     job = await scan(pool, settings, direct, domain)
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["error"].startswith("invalid payload for sitemap_scan: domain")
+
+
+class Lines:
+    """A non-TTY output that signals once a line shows a running scan with `at_least` URLs."""
+
+    def __init__(self, at_least: int) -> None:
+        self.lines: list[str] = []
+        self.at_least = at_least
+        self.seen = asyncio.Event()
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            self.lines.append(line)
+            found = re.search(r"processing \d+% · \d+/\d+ files · ([\d,]+) URLs", line)
+            if found and int(found[1].replace(",", "")) >= self.at_least:
+                self.seen.set()
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_settings, direct, urls):
+    """enqueue --wait and scan show a live line: files done / tried and URLs so far, which
+    grow while a big file is still being read (its chunks count on its file row)."""
+    o = site.origin
+    site.add("/robots.txt", f"Sitemap: {o}/index.xml\n")
+    site.add("/index.xml", index(f"{o}/a.xml", f"{o}/big.xml"))
+    site.add("/a.xml", urlset(*(f"{o}/a/{i}" for i in range(3))))
+    big = urlset(*(f"{o}/big/{i}" for i in range(CHUNK + 10)))
+    release = site.add_split("/big.xml", big, at=len(big) - len(b"</urlset>"))  # held before its end
+    settings = make_settings(allow_private_networks=True)
+    job_id = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
+        json.dumps({"domain": o}))
+    worker = asyncio.ensure_future(Worker(pool, settings, default_registry(), burst=True).run())
+    out = Lines(at_least=CHUNK)
+    waiting = asyncio.ensure_future(wait_for_jobs(urls.listen, settings, [job_id], out=out, refresh=0.05))
+    async with asyncio.timeout(20):
+        await out.seen.wait()  # big.xml's first chunk is counted while its end is held
+    release.set()
+    [row] = await asyncio.wait_for(waiting, 20)
+    await asyncio.wait_for(worker, 20)
+    assert row["status"] == "completed", row["error"]
+    files = await direct.fetchval("SELECT count(*) FROM sitemap_files WHERE job_id = $1", job_id)
+    assert out.lines[-1] == f"job {job_id} completed 100% · {files}/{files} files · {CHUNK + 13:,} URLs"

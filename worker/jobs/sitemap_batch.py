@@ -17,6 +17,8 @@ from ..sql import q
 from .registry import JobType
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from ..context import JobContext
 
 
@@ -39,11 +41,14 @@ class BatchPayload(BaseModel):
 async def run_batch(ctx: JobContext, payload: BatchPayload) -> Any:
     extra: dict[str, Any] = {k: v for k, v in payload.model_dump().items()
                              if k != "domains" and v is not None}
-    async with ctx.phase(progress=0) as conn:
+
+    async def fan_out(conn: asyncpg.Connection) -> None:
         if not await conn.fetchval(q("batch_children"), ctx.job.id):  # a retry adds none
             children = [json.dumps({"domain": d, **extra}) for d in payload.domains]
             await conn.fetch(q("enqueue_many"), "sitemap_scan", children, ctx.job.priority,
                              None, ctx.job.id)
+
+    await ctx.run_phase(fan_out, progress=0)
     return DETACH
 
 

@@ -36,26 +36,30 @@ class FileOutcome:
 
 async def open_file(ctx: JobContext, url: str, parent_id: int | None, parent_url: str | None,
                     depth: int, source: str) -> int:
-    async with ctx.phase() as conn:
-        return await conn.fetchval(q("upsert_sitemap_file"), ctx.job.id, url, parent_id,
-                                   parent_url, depth, source)
+    async def upsert(conn: asyncpg.Connection) -> int:
+        return await conn.fetchval(q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url,
+                                   depth, source)
+
+    return await ctx.run_phase(upsert)
 
 
 async def finish_file(ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome,
                       progress: float) -> None:
     error = fetched.error or found.error
-    async with ctx.phase(progress=progress) as conn:
+
+    async def finish(conn: asyncpg.Connection) -> None:
         await conn.execute(
             q("finish_sitemap_file"), file_id, fetched.final_url, found.kind,
             "error" if error and not found.url_count else "ok", error, found.url_count,
             found.truncated, fetched.status, fetched.bytes_read, found.bytes_uncompressed,
             fetched.content_type, fetched.etag, fetched.last_modified, fetched.elapsed * 1000)
 
+    await ctx.run_phase(finish, progress)
+
 
 async def stored_url_count(ctx: JobContext) -> int:
     """Page URLs this job has stored so far (by an earlier run, after a kill or a release)."""
-    async with ctx.phase() as conn:
-        return int(await conn.fetchval(q("stored_url_count"), ctx.job.id))
+    return int(await ctx.run_phase(lambda conn: conn.fetchval(q("stored_url_count"), ctx.job.id)))
 
 
 class UrlWriter:
@@ -63,9 +67,9 @@ class UrlWriter:
 
     Binary COPY first: it costs PostgreSQL much less CPU than an INSERT ... ON CONFLICT
     (measured: 3.0 s against 4.8 s of server CPU for 500,000 rows), and most jobs never
-    list a URL twice. COPY cannot skip a duplicate, so the first URL already stored for the job (one
-    listed by two sitemaps, or kept from an earlier run) rolls that chunk back with a
-    unique violation; the chunk is then written again with ON CONFLICT DO NOTHING, and so
+    list a URL twice. COPY cannot skip a duplicate, so the first URL already stored for
+    the job (one listed by two sitemaps, or kept from an earlier run) rolls that chunk back
+    with a unique violation; the chunk is then written again with ON CONFLICT DO NOTHING, and so
     is every later one. A re-run of a job that already stored URLs skips straight to that.
 
     Chunks commit without waiting for the WAL flush: a chunk lost in a server crash is
@@ -79,21 +83,29 @@ class UrlWriter:
         """Returns how many of `urls` were new for this job."""
         new = await self._copy(file_id, urls) if self.copying else None
         if new is None:
-            async with self.ctx.phase(durable=False) as conn:
-                new = await conn.fetchval(q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls))
+            new = await self.ctx.run_phase(lambda conn: self._insert(conn, file_id, urls), durable=False)
         self.ctx.metrics.urls_stored.inc(new)
         return new
 
     async def _copy(self, file_id: int, urls: list[SitemapUrl]) -> int | None:
         """None when a URL was already there: nothing of the chunk was written."""
         names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
+
+        async def copy(conn: asyncpg.Connection) -> None:
+            await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
+            await conn.execute(q("count_file_urls"), file_id, len(urls))
+
         try:
-            async with self.ctx.phase(durable=False) as conn:
-                await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
+            await self.ctx.run_phase(copy, durable=False)
         except asyncpg.UniqueViolationError:
             self.copying = False
             return None
         return len(rows)
+
+    async def _insert(self, conn: asyncpg.Connection, file_id: int, urls: list[SitemapUrl]) -> int:
+        new: int = await conn.fetchval(q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls))
+        await conn.execute(q("count_file_urls"), file_id, len(urls))
+        return new
 
 
 def _copy_rows(job_id: int, file_id: int, urls: list[SitemapUrl]) -> tuple[list[str], list[tuple[Any, ...]]]:
