@@ -126,11 +126,16 @@ def _columns(urls: list[SitemapUrl]) -> list[list[Any] | None]:
         _sparse([u.lastmod for u in urls]),
         _sparse([u.changefreq for u in urls]),
         _sparse([u.priority for u in urls]),
-        _sparse([_json(u.images) for u in urls]),
-        _sparse([_json(u.videos) for u in urls]),
-        _sparse([_json(u.news) for u in urls]),
-        _sparse([_json(u.alternates) for u in urls]),
+        _json_column([u.images for u in urls]),
+        _json_column([u.videos for u in urls]),
+        _json_column([u.news for u in urls]),
+        _json_column([u.alternates for u in urls]),
     ]
+
+
+def _json_column(values: list[Any]) -> list[str | None] | None:
+    """Extension data is absent from most sitemaps: an empty column costs one any()."""
+    return [_json(v) for v in values] if any(values) else None
 
 
 def _sparse(column: list[Any]) -> list[Any] | None:
