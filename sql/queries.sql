@@ -134,7 +134,8 @@ UPDATE sitemap_files
 -- name: insert_sitemap_urls :val
 -- A chunk of page URLs in one statement; a URL already stored for this job (listed by
 -- another sitemap, or stored before a crash) is skipped: DO NOTHING without a target
--- covers both of the job's URL keys (short URLs by text, long ones by md5; migration 0007).
+-- covers both of the job's URL keys (short URLs by text, long ones by md5; migration 0007),
+-- and would also skip a clash on the id key, possible only after ids were inserted by hand.
 -- Returns how many were new.
 -- $1 job, $2 file, then one array per column.
 WITH new_rows AS (

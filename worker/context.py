@@ -16,7 +16,6 @@ from .metrics import Metrics
 from .settings import Settings
 from .sql import q
 
-
 T = TypeVar("T")
 
 
@@ -90,16 +89,14 @@ class JobContext:
 
         `durable=False` commits without waiting for the WAL flush, for writes a re-run
         would redo anyway (see db.transaction): the job's final status is always durable,
-        and its flush carries every earlier commit with it."""
+        and its flush carries every earlier commit with it.
+
+        A cancellation of the job's task interrupts the statement in flight; run_phase()
+        lets it finish instead."""
         self.check()
         async with db.pooled_transaction(self.pool, self.settings, durable=durable) as conn:
             yield conn
-            owned = await conn.fetchval(
-                q("record_progress"), self.job.id, self.owner, progress,
-                self.settings.lease.total_seconds(),
-            )
-            if owned is None:
-                raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
+            await self._still_ours(conn, progress)
 
     async def run_phase(self, work: Callable[[asyncpg.Connection], Awaitable[T]],
                         progress: float | None = None, *, durable: bool = True) -> T:
@@ -107,11 +104,20 @@ class JobContext:
         is cancelled meanwhile (a failed sibling, a cancelled job, the shutdown deadline):
         no statement is interrupted, so no cancel request goes out (see db.run_to_end).
         The cancellation then carries on from here."""
-        async def one_phase() -> T:
-            async with self.phase(progress, durable=durable) as conn:
-                return await work(conn)
+        self.check()
 
-        return await db.run_to_end(one_phase())
+        async def guarded(conn: asyncpg.Connection) -> T:
+            result = await work(conn)
+            await self._still_ours(conn, progress)
+            return result
+
+        return await db.pooled_transaction_to_end(self.pool, self.settings, guarded, durable=durable)
+
+    async def _still_ours(self, conn: asyncpg.Connection, progress: float | None) -> None:
+        owned = await conn.fetchval(q("record_progress"), self.job.id, self.owner, progress,
+                                    self.settings.lease.total_seconds())
+        if owned is None:
+            raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
 
     async def sleep(self, seconds: float) -> None:
         """Wait, but give way at once to a shutdown: the job goes back to pending."""

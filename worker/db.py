@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -130,6 +130,20 @@ async def run_to_end(work: Coroutine[Any, Any, T]) -> T:
         if not task.done():
             await asyncio.wait([task])
         raise
+
+
+async def pooled_transaction_to_end(pool: asyncpg.Pool, settings: Settings,
+                                    work: Callable[[asyncpg.Connection], Awaitable[T]], *,
+                                    durable: bool = True) -> T:
+    """`work(conn)` in one pooled transaction that a cancellation lets finish (run_to_end).
+    Only the transaction is shielded: waiting for a connection has no statement in flight,
+    so a cancellation still ends that wait at once."""
+    async with pool.acquire() as conn:
+        async def in_transaction() -> T:
+            async with transaction(conn, settings, durable=durable):
+                return await work(conn)
+
+        return await run_to_end(in_transaction())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -270,7 +270,8 @@ class Worker:
             if not ids:
                 continue
             try:
-                rows = await db.run_to_end(self._renew(ids))  # cancelled at exit: ends first
+                rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
+                    self.pool, self.settings, lambda conn: self._renew(conn, ids), durable=False)
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
@@ -284,9 +285,8 @@ class Worker:
                     running.cancel_reason = "lost"
                     running.task.cancel()
 
-    async def _renew(self, ids: list[int]) -> list[asyncpg.Record]:
-        async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
-            return await conn.fetch(q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds())
+    async def _renew(self, conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+        return await conn.fetch(q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds())
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -306,4 +306,7 @@ class Worker:
         for running in list(self.running.values()):
             running.cancel_reason = "shutdown"
             running.task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A cancelled job first lets its statement in flight end (db.run_to_end), which takes
+        # milliseconds unless the database is in trouble: half the reserve at most, so the
+        # hand-over still fits. A job not back by then keeps its lease until it expires.
+        await asyncio.wait(tasks, timeout=min(HANDOVER_RESERVE, grace / 4) / 2)

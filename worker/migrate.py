@@ -17,10 +17,12 @@ async def migrate(dsn: str, settings: Settings) -> list[str]:
     Everything runs in one transaction under a transaction-level advisory lock: a second
     process waits, then finds nothing left to do; a failing migration leaves no trace; and
     it works through a transaction pooler because no lock outlives the transaction."""
-    conn = await db.connect(dsn, settings)
+    # No time limits: a migration may build an index over millions of URL rows.
+    conn = await db.connect(dsn, settings, command_timeout=None)
     applied: list[str] = []
     try:
         async with conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 0")
             await conn.execute(q("migrations_lock"))
             await conn.execute(q("migrations_table"))
             done = {r["version"] for r in await conn.fetch(q("applied_migrations"))}

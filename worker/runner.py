@@ -8,6 +8,8 @@ import os
 import resource
 import signal
 
+import asyncpg
+
 from . import db
 from .database import Urls
 from .endpoint import Endpoint
@@ -17,6 +19,8 @@ from .listener import WAKEUP_CHANNEL, Listener
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+POOL_CLOSE_WAIT = 0.5  # seconds; an idle pool closes in a few milliseconds
 
 
 async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
@@ -57,7 +61,7 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
             await listen_task
         if endpoint is not None:
             await endpoint.stop()
-        await pool.close()
+        await _close_pool(pool)
     peak_mib = peak_rss_mib()
     log.info("worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)", worker.owner,
              worker.claimed, peak_mib)
@@ -71,6 +75,15 @@ async def _start_endpoint(worker: Worker, listener: Listener | None,
     endpoint = Endpoint(worker, listener)
     await endpoint.start(settings.metrics_host, settings.metrics_port)
     return endpoint
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """A job the shutdown stopped waiting for may still hold a connection for a statement
+    the database is slow to answer: close what closes at once and cut the rest."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_WAIT)
+    except TimeoutError:
+        pool.terminate()
 
 
 def peak_rss_mib() -> float:

@@ -54,10 +54,12 @@ def _progress_line(rows: list[asyncpg.Record]) -> str:
 
 
 def _job_part(row: asyncpg.Record) -> str:
-    """`job 12 processing 40% · 4/9 files · 150,000 URLs`: files and URLs once a scan has any."""
+    """`job 12 processing 40% · 4/9 files · 150,000 URLs listed`, once a scan has files: the
+    URLs its files listed so far (a URL listed by two files counts twice; the result's
+    url_count, printed at the end, counts each once)."""
     part = f"job {row['id']} {row['status']} {row['progress']:.0%}"
     if row["files"]:
-        part += f" · {row['files_done']}/{row['files']} files · {row['urls']:,} URLs"
+        part += f" · {row['files_done']}/{row['files']} files · {row['urls']:,} URLs listed"
     return part
 
 

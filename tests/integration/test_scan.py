@@ -88,6 +88,28 @@ async def test_max_urls_caps_what_is_stored(site, pool, make_settings, direct):
     assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == 10
 
 
+async def test_max_urls_holds_when_files_store_side_by_side(site, pool, make_settings, direct):
+    """Four files end at about the same time, each with 30 URLs, under max_urls=50: each file
+    reserves its share before writing, so together they cannot pass the cap."""
+    o = site.origin
+    site.add("/robots.txt", f"Sitemap: {o}/index.xml\n")
+    site.add("/index.xml", index(*(f"{o}/{n}.xml" for n in "abcd")))
+    release = asyncio.Event()
+    for n in "abcd":
+        body = urlset(*(f"{o}/{n}/{i}" for i in range(30)))
+        site.add_split(f"/{n}.xml", body, at=len(body) - len(b"</urlset>"), release=release)
+    job = asyncio.ensure_future(scan(pool, make_settings(allow_private_networks=True), direct, o,
+                                     max_urls=50))
+    async with asyncio.timeout(20):
+        for n in "abcd":
+            await site.arrival(f"/{n}.xml").wait()
+    release.set()  # all four files end together
+    row = await job
+    assert row["status"] == "completed", row["error"]
+    assert json.loads(row["result"])["url_count"] == 50
+    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", row["id"]) == 50
+
+
 async def test_a_held_child_does_not_hold_up_the_files_after_it(site, pool, make_settings, direct):
     """Files go FILES_AT_ONCE at a time, and a slot frees as soon as its file ends: with the
     second child held, the last one (beyond the first four) is still fetched and stored."""
@@ -134,7 +156,7 @@ class Lines:
     def write(self, text: str) -> None:
         for line in text.splitlines():
             self.lines.append(line)
-            found = re.search(r"processing \d+% · \d+/\d+ files · ([\d,]+) URLs", line)
+            found = re.search(r"processing \d+% · \d+/\d+ files · ([\d,]+) URLs listed", line)
             if found and int(found[1].replace(",", "")) >= self.at_least:
                 self.seen.set()
 
@@ -168,4 +190,4 @@ async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_s
     await asyncio.wait_for(worker, 20)
     assert row["status"] == "completed", row["error"]
     files = await direct.fetchval("SELECT count(*) FROM sitemap_files WHERE job_id = $1", job_id)
-    assert out.lines[-1] == f"job {job_id} completed 100% · {files}/{files} files · {CHUNK + 13:,} URLs"
+    assert out.lines[-1] == f"job {job_id} completed 100% · {files}/{files} files · {CHUNK + 13:,} URLs listed"

@@ -168,3 +168,19 @@ async def test_url_rows_go_with_their_file_and_job_without_foreign_keys(direct):
     assert per_job == {kept_job: 6}
     await direct.execute("TRUNCATE jobs CASCADE")
     assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == 0
+
+
+async def test_a_role_without_rights_on_url_rows_can_still_delete_files_and_jobs(direct):
+    """The trigger deletes URL rows as the tables' owner, as the foreign key's cascade did."""
+    job_id, (first, _) = await _scan_rows(direct, 3)
+    role = f"jobs_only_{job_id}"
+    await direct.execute(f"CREATE ROLE {role}")
+    try:
+        await direct.execute(f"GRANT SELECT, DELETE ON jobs, sitemap_files TO {role}")
+        async with direct.transaction():
+            await direct.execute(f"SET LOCAL ROLE {role}")
+            await direct.execute("DELETE FROM sitemap_files WHERE id = $1", first)
+            await direct.execute("DELETE FROM jobs WHERE id = $1", job_id)
+        assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 0
+    finally:
+        await direct.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

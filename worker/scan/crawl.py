@@ -143,16 +143,30 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
     pending: list[SitemapUrl] = []
     children: list[ChildSitemap] = []
     file_id = await open_file(ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source)
-    stored = listed = 0
+    listed = 0
 
     async def flush() -> None:
-        nonlocal stored, listed, pending
-        if pending:
-            chunk, pending = pending, []
-            listed += len(chunk)
-            new = await writer.store(file_id, chunk[: state.max_urls - state.urls])
-            stored += new
-            state.urls += new
+        nonlocal listed, pending
+        if not pending:
+            return
+        chunk, pending = pending, []
+        listed += len(chunk)
+        take = min(len(chunk), state.max_urls - state.urls)
+        if take <= 0:
+            return
+        state.urls += take  # reserved first: files storing side by side cannot pass max_urls
+        settled = False
+
+        def counted(new: int) -> None:
+            nonlocal settled
+            settled = True
+            state.urls += new - take  # URLs the job already had give their places back
+
+        try:
+            await writer.store(file_id, chunk[:take], counted)
+        finally:
+            if not settled:
+                state.urls -= take
 
     async def sink(chunk: bytes) -> bool:
         for entries in parser.feed_batches(chunk):

@@ -8,17 +8,21 @@ the job's progress and only while this worker still owns the job. Rows are keyed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
 
+from .. import db
 from ..context import JobContext
 from ..sql import q
 from .fetch import FetchResult
 from .model import SitemapUrl
 
+DEADLOCK_ATTEMPTS = 3
 CHUNK = 2000  # URLs per insert statement: a few hundred KB, well inside one short transaction
 URL_COLUMNS = ("job_id", "sitemap_file_id", "loc", "lastmod", "lastmod_raw", "changefreq", "priority",
                "images", "videos", "news", "alternates")
@@ -79,12 +83,33 @@ class UrlWriter:
         self.ctx = ctx
         self.copying = stored_before == 0
 
-    async def store(self, file_id: int, urls: list[SitemapUrl]) -> int:
-        """Returns how many of `urls` were new for this job."""
-        new = await self._copy(file_id, urls) if self.copying else None
-        if new is None:
-            new = await self.ctx.run_phase(lambda conn: self._insert(conn, file_id, urls), durable=False)
+    async def store(self, file_id: int, urls: list[SitemapUrl],
+                    counted: Callable[[int], None] | None = None) -> int:
+        """Returns how many of `urls` were new for this job, and tells `counted` too, from
+        inside the write: a caller cancelled once the chunk is committed (the fetch
+        deadline, a failed sibling) still counts what was stored."""
+        return await db.run_to_end(self._store(file_id, urls, counted))
+
+    async def _store(self, file_id: int, urls: list[SitemapUrl],
+                     counted: Callable[[int], None] | None) -> int:
+        # In URL order: two files of the job writing the same URLs side by side then take
+        # the index's row locks in the same order, and wait rather than deadlock. (Long
+        # URLs are keyed by md5, in another order: a deadlock there is retried.)
+        urls.sort(key=_by_loc)
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                new = await self._copy(file_id, urls) if self.copying else None
+                if new is None:
+                    new = await self.ctx.run_phase(lambda conn: self._insert(conn, file_id, urls),
+                                                   durable=False)
+                break
+            except asyncpg.DeadlockDetectedError:
+                self.copying = False  # the other side has committed its rows, or will
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
         self.ctx.metrics.urls_stored.inc(new)
+        if counted is not None:
+            counted(new)
         return new
 
     async def _copy(self, file_id: int, urls: list[SitemapUrl]) -> int | None:
@@ -106,6 +131,9 @@ class UrlWriter:
         new: int = await conn.fetchval(q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls))
         await conn.execute(q("count_file_urls"), file_id, len(urls))
         return new
+
+
+_by_loc = attrgetter("loc")
 
 
 def _copy_rows(job_id: int, file_id: int, urls: list[SitemapUrl]) -> tuple[list[str], list[tuple[Any, ...]]]:
