@@ -271,7 +271,7 @@ class Worker:
                 continue
             try:
                 rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
-                    self.pool, self.settings, lambda conn: self._renew(conn, ids), durable=False)
+                    self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids), durable=False)
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))

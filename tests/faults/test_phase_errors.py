@@ -11,7 +11,6 @@ failed on the first attempt) made by a crafted sitemap."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
+from tests.support.locks import table_locked
 from tests.support.processes import WorkerProcess
 from tests.support.sites import Site
 from tests.support.waits import StatusWatcher
@@ -91,19 +91,6 @@ async def assert_worker_still_serves(worker: WorkerProcess, conn: asyncpg.Connec
     await assert_pool_sane(conn)
 
 
-@contextlib.asynccontextmanager
-async def urls_table_locked(dsn: str) -> AsyncIterator[None]:
-    """ACCESS EXCLUSIVE on sitemap_urls, held by a connection of the test's own until the
-    block ends: every insert of a scan waits on it until its statement timeout."""
-    holder = await asyncpg.connect(dsn)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE sitemap_urls IN ACCESS EXCLUSIVE MODE")
-            yield
-    finally:
-        await holder.close()
-
-
 async def test_statement_timeout_in_a_phase_retries_then_fails_and_pool_stays_healthy(
         spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher,
         site: Site) -> None:
@@ -113,7 +100,7 @@ async def test_statement_timeout_in_a_phase_retries_then_fails_and_pool_stays_he
     the database's message; no URL is stored."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    async with urls_table_locked(direct_dsn):
+    async with table_locked(direct_dsn, "sitemap_urls"):
         job_id = await enqueue_scan(direct, site.origin)
         [row] = await watcher.wait_for(job_id, "failed", timeout=30)
         await assert_pool_sane(direct)  # the lock is still held: nothing waits on it now
@@ -245,7 +232,7 @@ async def test_statement_timeouts_in_many_scans_then_a_busy_queue(
     through the same process with the pool sane throughout."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    async with urls_table_locked(direct_dsn):
+    async with table_locked(direct_dsn, "sitemap_urls"):
         ids = [await enqueue_scan(direct, site.origin) for _ in range(CONCURRENCY * 3)]
         rows = await watcher.wait_for(ids, ("failed", "completed"), timeout=90)
         await assert_pool_sane(direct)

@@ -5,44 +5,23 @@ one: pgbouncer#801). Through PgBouncer in transaction mode too."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 
 import asyncpg
 import pytest
 
+from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
 from worker import db
 from worker.context import ClaimedJob, JobContext
 
 OWNER = "test-run-to-end"
 
 
-@asynccontextmanager
-async def table_locked(direct_dsn: str, direct: asyncpg.Connection) -> AsyncIterator[None]:
-    """`held` locked by a connection of the test's own until the block ends."""
-    await direct.execute("CREATE TABLE held (n int)")
-    holder = await asyncpg.connect(direct_dsn)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
-            yield
-    finally:
-        await holder.close()
-
-
-async def blocked_on_lock(direct: asyncpg.Connection) -> None:
-    """Until a statement of the pool waits for that lock (a bounded poll: a lock wait raises
-    no event)."""
-    async with asyncio.timeout(10):
-        while not await direct.fetchval("SELECT count(*) FROM pg_stat_activity"
-                                        " WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO held%'"):
-            await asyncio.sleep(0.01)
-
-
 async def cancel_while_blocked(direct_dsn: str, direct: asyncpg.Connection, work: Awaitable[object]) -> None:
-    async with table_locked(direct_dsn, direct):
+    await direct.execute("CREATE TABLE held (n int)")
+    async with table_locked(direct_dsn, "held"):
         caller = asyncio.ensure_future(work)
-        await blocked_on_lock(direct)
+        await until_a_statement_waits_on_a_lock(direct, "INSERT INTO held%")
         caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(caller, 10)

@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
 from worker.context import ClaimedJob, JobContext
 from worker.errors import JobLost
 from worker.scan.model import SitemapUrl
@@ -102,19 +103,11 @@ async def test_a_chunk_committed_after_its_caller_was_cancelled_is_still_counted
     ctx = await claimed(direct, pool, settings)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     counts: list[int] = []
-    holder = await asyncpg.connect(direct_dsn)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE sitemap_urls IN ACCESS EXCLUSIVE MODE")
-            caller = asyncio.ensure_future(UrlWriter(ctx, stored_before=0).store(
-                file_id, pages("https://a.test/p1", "https://a.test/p2"), counts.append))
-            async with asyncio.timeout(10):  # bounded poll: a lock wait raises no event
-                while not await direct.fetchval("SELECT count(*) FROM pg_stat_activity"
-                                                " WHERE wait_event_type = 'Lock'"):
-                    await asyncio.sleep(0.01)
-            caller.cancel()  # e.g. the file's fetch deadline
-    finally:
-        await holder.close()
+    async with table_locked(direct_dsn, "sitemap_urls"):
+        caller = asyncio.ensure_future(UrlWriter(ctx, stored_before=0).store(
+            file_id, pages("https://a.test/p1", "https://a.test/p2"), counts.append))
+        await until_a_statement_waits_on_a_lock(direct)
+        caller.cancel()  # e.g. the file's fetch deadline
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(caller, 10)
     assert counts == [2]
