@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -66,15 +67,22 @@ def bouncer(pg_server: EmbeddedPostgres, pg_base: Path) -> Iterator[PgBouncer]:
     server.stop()
 
 
+@contextmanager
+def scratch_database(server: EmbeddedPostgres, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of the test's own (a copy of `template`, or empty), dropped afterwards."""
+    name = f"{prefix}{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_dsn(server), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    yield name
+    with psycopg.connect(admin_dsn(server), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def database(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test; returns its name."""
-    name = f"t{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield name
-    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(pg_server, "t", template_db) as name:
+        yield name
 
 
 @pytest.fixture

@@ -24,10 +24,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import psycopg
 import pytest
 
-from tests.conftest import admin_dsn
+from tests.conftest import admin_dsn, scratch_database
 from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 from tests.support.processes import WorkerProcess, find_psql
 from tests.support.waits import StatusWatcher
@@ -409,12 +408,8 @@ def test_docker_compose_v1_validates_the_file(tmp_path: Path) -> None:
 @pytest.fixture
 def empty_database(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A database without the schema, as the compose stack's postgres starts."""
-    name = f"dk{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield name
-    with psycopg.connect(admin_dsn(pg_server), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(pg_server, "dk") as name:
+        yield name
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from collections.abc import Awaitable
 import asyncpg
 import pytest
 
+from tests.support.claimed import claimed_context
 from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
 from worker import db
-from worker.context import ClaimedJob, JobContext
-
-OWNER = "test-run-to-end"
 
 
 async def cancel_while_blocked(direct_dsn: str, direct: asyncpg.Connection, work: Awaitable[object]) -> None:
@@ -38,14 +36,11 @@ async def test_a_cancelled_caller_waits_for_its_statement_which_runs_to_its_end(
 
 
 async def test_a_job_cancelled_mid_phase_lets_the_phase_finish(direct_dsn, direct, pool, settings):
-    job_id = await direct.fetchval(
-        "INSERT INTO jobs (job_type, status, owner, lease_expires_at, started_at, attempts)"
-        " VALUES ('noop', 'processing', $1, now() + interval '1 minute', now(), 1) RETURNING id", OWNER)
-    ctx = JobContext(ClaimedJob(job_id, "noop", "{}", 1, 3), OWNER, pool, settings, asyncio.Event())
+    ctx = await claimed_context(direct, pool, settings, "noop")
     phase = ctx.run_phase(lambda conn: conn.execute("INSERT INTO held VALUES (2)"), progress=0.5)
     await cancel_while_blocked(direct_dsn, direct, phase)
     assert await direct.fetchval("SELECT count(*) FROM held") == 1
-    assert await direct.fetchval("SELECT progress FROM jobs WHERE id = $1", job_id) == 0.5
+    assert await direct.fetchval("SELECT progress FROM jobs WHERE id = $1", ctx.job.id) == 0.5
 
 
 async def test_without_it_the_statement_is_cancelled(direct_dsn, direct, pool, settings):

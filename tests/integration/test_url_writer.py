@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 
+from tests.support.claimed import claimed_context
 from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
-from worker.context import ClaimedJob, JobContext
 from worker.errors import JobLost
 from worker.scan.model import SitemapUrl
 from worker.scan.store import UrlWriter, open_file, stored_url_count
-from worker.settings import Settings
 
-OWNER = "test-writer"
 LONG = "https://a.test/long?" + "q" * 2500  # keyed by md5: over the btree-friendly 2,000 bytes
-
-
-async def claimed(direct: asyncpg.Connection, pool: asyncpg.Pool, settings: Settings) -> JobContext:
-    job_id = await direct.fetchval(
-        "INSERT INTO jobs (job_type, status, owner, lease_expires_at, started_at, attempts)"
-        " VALUES ('sitemap_scan', 'processing', $1, now() + interval '1 minute', now(), 1)"
-        " RETURNING id", OWNER)
-    job = ClaimedJob(job_id, "sitemap_scan", "{}", 1, 3)
-    return JobContext(job, OWNER, pool, settings, asyncio.Event())
 
 
 def pages(*locs: str) -> list[SitemapUrl]:
@@ -33,7 +21,7 @@ def pages(*locs: str) -> list[SitemapUrl]:
 
 
 async def test_copies_until_a_url_repeats_then_skips_repeats(direct, pool, settings):
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     writer = UrlWriter(ctx, stored_before=0)
     first = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     second = await open_file(ctx, "https://a.test/2.xml", None, None, 0, "given")
@@ -56,7 +44,7 @@ async def test_copies_until_a_url_repeats_then_skips_repeats(direct, pool, setti
 
 
 async def test_a_repeat_inside_one_chunk_is_stored_once(direct, pool, settings):
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     writer = UrlWriter(ctx, stored_before=0)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     assert await writer.store(file_id, pages("https://a.test/p1", LONG, "https://a.test/p1", LONG)) == 2
@@ -64,7 +52,7 @@ async def test_a_repeat_inside_one_chunk_is_stored_once(direct, pool, settings):
 
 
 async def test_a_rerun_starts_with_on_conflict_and_adds_only_what_is_missing(direct, pool, settings):
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     assert await UrlWriter(ctx, stored_before=0).store(file_id, pages("https://a.test/p1")) == 1
     rerun = UrlWriter(ctx, stored_before=1)
@@ -73,7 +61,7 @@ async def test_a_rerun_starts_with_on_conflict_and_adds_only_what_is_missing(dir
 
 
 async def test_a_chunk_for_a_job_it_no_longer_owns_writes_nothing(direct, pool, settings):
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", ctx.job.id)
     with pytest.raises(JobLost, match="cancelled or lost its lease"):
@@ -85,7 +73,7 @@ async def test_two_files_writing_the_same_urls_in_opposite_orders_both_finish(di
     """Without sorting each chunk (and retrying a deadlock), the two transactions can lock
     the unique index's entries in opposite orders, and PostgreSQL kills one with 40P01.
     Several rounds, since the overlap in time is up to the scheduler."""
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     first = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     second = await open_file(ctx, "https://a.test/2.xml", None, None, 0, "given")
     for round_ in range(8):
@@ -100,7 +88,7 @@ async def test_two_files_writing_the_same_urls_in_opposite_orders_both_finish(di
 
 async def test_a_chunk_committed_after_its_caller_was_cancelled_is_still_counted(
         direct, direct_dsn, pool, settings):
-    ctx = await claimed(direct, pool, settings)
+    ctx = await claimed_context(direct, pool, settings)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     counts: list[int] = []
     async with table_locked(direct_dsn, "sitemap_urls"):
