@@ -124,10 +124,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
             return 0
         if args.command == "run":
+            from .gc_tuning import tune_for_worker
             from .runner import serve
 
             if not args.no_migrate:
                 await migrate(urls.listen, settings)
+            tune_for_worker()
             await serve(urls, settings, concurrency=args.concurrency, burst=args.burst)
             return 0
         if args.command == "bench":
@@ -189,10 +191,12 @@ async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[
 
 async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
     """Enqueue, then run a worker in this process until these jobs have ended."""
+    from .gc_tuning import tune_for_worker
     from .runner import serve
     from .waiting import wait_for_jobs
 
     ids = await _insert(urls, settings, *_scan_payloads(args.domains, args.max_urls))
+    tune_for_worker()
     stop = asyncio.Event()
     worker = asyncio.create_task(serve(urls, settings, concurrency=args.concurrency or len(ids),
                                        handle_signals=False, stop=stop))
