@@ -87,6 +87,7 @@ class XmlStream:
         self._dates = Memo(lastmod_pair)
         self._freqs: dict[str, str | None] = {}  # plain dicts: exact-type subscripts are fastest
         self._prios: dict[str, float | None] = {}
+        self._days: dict[str, datetime | None] = {}  # date-only lastmod ("2026-11-23") -> parsed
         self._fed = 0
         self.count = 0
         self.skipped = 0  # entries without a usable loc
@@ -180,14 +181,15 @@ class XmlStream:
             parent = done[-1].getparent()
             if parent is not None:
                 del parent[:-1]  # finished entries and stray siblings; the last one may still be open
-        if max(len(self._prios), len(self._freqs), len(self._codes), len(self._names)) > _MEMO_LIMIT:
-            for memo in (self._prios, self._freqs, self._codes, self._names):
+        memos = (self._prios, self._freqs, self._days, self._codes, self._names)
+        if max(map(len, memos)) > _MEMO_LIMIT:
+            for memo in memos:
                 memo.clear()  # hostile files (endless distinct values or tag names) stay bounded
 
     def _urls(self, elements: Iterable[Any], last: Any, out: list[Entry]) -> None:
         """The hot loop: everything that runs once per <url> is inlined here."""
         codes, base, limit = self._codes, self._base, self._limit
-        freqs, prios, fromiso = self._freqs, self._prios, datetime.fromisoformat
+        freqs, prios, days, fromiso = self._freqs, self._prios, self._days, datetime.fromisoformat
         count, skipped = self.count, self.skipped
         first_extension, new_url, http = ext.IMAGE, SitemapUrl, HTTP_PREFIXES
         for el in elements:
@@ -226,15 +228,21 @@ class XmlStream:
             count += 1
             if lastmod is None:
                 lastmod_at = None
-            else:  # inlined: a memo does not help, most lastmod values are unique
+            else:  # inlined: timestamps are mostly unique; dates ("2026-11-23") repeat
                 lastmod = lastmod.strip()
-                try:
-                    lastmod_at = fromiso(lastmod)
-                    if lastmod_at.tzinfo is None:
-                        lastmod_at = lastmod_at.replace(tzinfo=UTC)
-                except ValueError:
-                    lastmod_at = parse_datetime(lastmod) if lastmod else None
-                    lastmod = lastmod or None
+                if len(lastmod) == 10:
+                    try:
+                        lastmod_at = days[lastmod]
+                    except KeyError:
+                        lastmod_at = days[lastmod] = parse_datetime(lastmod)
+                else:
+                    try:
+                        lastmod_at = fromiso(lastmod)
+                        if lastmod_at.tzinfo is None:
+                            lastmod_at = lastmod_at.replace(tzinfo=UTC)
+                    except ValueError:
+                        lastmod_at = parse_datetime(lastmod) if lastmod else None
+                        lastmod = lastmod or None
             if changefreq is not None:
                 try:
                     changefreq = freqs[changefreq]
