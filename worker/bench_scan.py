@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -72,14 +73,21 @@ async def serve_folder(folder: Path) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-async def run_worker(urls: Urls) -> tuple[int, str]:
+async def run_worker(urls: Urls) -> tuple[int, str, float]:
+    """Exit status, stderr and CPU seconds (user + system) of one burst worker process."""
+    before = _children_cpu()
     env = {**os.environ, "DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen,
            "WORKER_ALLOW_PRIVATE_NETWORKS": "true", "WORKER_LOG_LEVEL": "INFO"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker", "run", "--burst", "--no-migrate", "--concurrency", "1",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
-    return proc.returncode or 0, err.decode(errors="replace")
+    return proc.returncode or 0, err.decode(errors="replace"), _children_cpu() - before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
@@ -97,7 +105,7 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
                 [row] = await conn.fetch(q("enqueue_many"), "sitemap_scan",
                                          [json.dumps({"domain": origin})], 0, None, None)
                 job_id = row["id"]
-                code, log = await run_worker(urls)
+                code, log, cpu = await run_worker(urls)
                 job = await conn.fetchrow(q("get_job"), job_id)
                 stored = await conn.fetchval(q("bench_scan_stored"), job_id)
                 await conn.execute(q("bench_scan_forget"), job_id)
@@ -119,5 +127,6 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
     print(f"ratio:     {scan_rate / bare_rate:.2f}x bare lxml (target >= 0.4x); "
           f"{scan_rate / reading_rate:.2f}x the reading baseline")
     print(f"stored:    {'every URL exactly once' if stored == total else f'{stored} of {total}'}")
-    print(f"worker:    peak RSS {peak.group(1) if peak else '?'} MiB (target < 150 MiB); exit {code}")
+    print(f"worker:    peak RSS {peak.group(1) if peak else '?'} MiB (target < 150 MiB); "
+          f"CPU {cpu:.2f} s (user + system, start-up included); exit {code}")
     return 0 if job["status"] == "completed" and stored == total else 1
