@@ -649,6 +649,15 @@ def test_lastmod_keeps_raw_and_parses_leniently(raw: str, parsed: datetime | Non
     assert (entries[0].lastmod, entries[0].lastmod_at) == (raw, parsed)
 
 
+def test_a_repeated_date_parses_the_same_each_time() -> None:
+    """Date-only values are memoised per document: a hit must give what a miss gave."""
+    body = urlset(*(url(f"https://example.com/{i}", f"<lastmod>{raw}</lastmod>")
+                    for i, raw in enumerate(["2024-01-08", "2024-13-45", "2024-01-08", "2024-13-45"])))
+    _, entries = parse(body)
+    assert [(e.lastmod, e.lastmod_at) for e in entries] == [
+        ("2024-01-08", datetime(2024, 1, 8, tzinfo=UTC)), ("2024-13-45", None)] * 2
+
+
 @pytest.mark.parametrize(
     ("changefreq", "priority", "expected"),
     [
