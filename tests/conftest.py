@@ -17,7 +17,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+from tests.support.pgbouncer import MISSING, PgBouncer, require_pgbouncer
 from worker.embedded_pg import EmbeddedPostgres
 from worker.migrate import migrate
 from worker.settings import Settings
@@ -57,10 +57,7 @@ def template_db(pg_server: EmbeddedPostgres) -> str:
 
 @pytest.fixture(scope="session")
 def bouncer(pg_server: EmbeddedPostgres, pg_base: Path) -> Iterator[PgBouncer]:
-    if find_pgbouncer() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
-        pytest.skip("pgbouncer is not installed")
+    require_pgbouncer()
     server = PgBouncer(pg_base / "bouncer", pg_server.port, pool_size=4)
     server.start()
     yield server
@@ -96,3 +93,15 @@ async def direct(direct_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(direct_dsn)
     yield conn
     await conn.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per reason a test was skipped, with its count (pyproject's `-r` lists only
+    failures and errors): a machine without PgBouncer reads one line, not one per test."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count} skipped: {reason}", yellow=True, bold=reason == MISSING)

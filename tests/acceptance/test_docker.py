@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import admin_dsn, scratch_database
-from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+from tests.support.pgbouncer import PgBouncer, find_pgbouncer, require_pgbouncer
 from tests.support.processes import WorkerProcess, find_psql
 from tests.support.waits import StatusWatcher
 from worker.cli import build_parser
@@ -512,11 +512,9 @@ async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_
     the local pgbouncer: only the addresses and paths that belong to the container are
     swapped. The userlist it writes must hold the plain password, and SCRAM must refuse a
     wrong one."""
+    require_pgbouncer()
     binary = find_pgbouncer()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed (apt-get install pgbouncer)")
-        pytest.skip("pgbouncer is not installed")
+    assert binary is not None
     password = f"pw-{os.getpid()}-{next(_counter)}"
     bouncer = services({"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password,
                         "POSTGRES_DB": database})["pgbouncer"]

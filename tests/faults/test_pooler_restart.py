@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from tests.acceptance.conftest import FAST
+from tests.support.pgbouncer import require_pgbouncer
 from tests.support.processes import WorkerProcess
 from tests.support.restartable import AdminPgBouncer
 from tests.support.sites import Site
@@ -46,6 +47,7 @@ _workdirs = itertools.count(1)
 @pytest.fixture
 def pooler(pg_server: EmbeddedPostgres, pg_base: Path) -> Iterator[AdminPgBouncer]:
     """A PgBouncer of this test's own (the session one is shared: never restarted)."""
+    require_pgbouncer()
     bouncer = AdminPgBouncer(pg_base / f"fault-bouncer-{next(_workdirs)}", pg_server.port, pool_size=4)
     bouncer.start()
     yield bouncer

@@ -29,12 +29,34 @@ class PgBouncerError(RuntimeError):
     """PgBouncer missing, misconfigured or not accepting connections."""
 
 
+MISSING = "pgbouncer is not installed (apt-get install pgbouncer): the pooled tier was skipped"
+REQUIRE_ENV = "SITEMAP_WORKER_REQUIRE_PGBOUNCER"
+
+
 def find_pgbouncer() -> Path | None:
-    """$PGBOUNCER_BIN, PATH, then /usr/sbin (off a normal user's PATH on Debian)."""
-    for candidate in (os.environ.get("PGBOUNCER_BIN"), shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
+    """$PGBOUNCER_BIN when set (a path that is not executable means "none"), else PATH,
+    then /usr/sbin (off a normal user's PATH on Debian)."""
+    chosen = os.environ.get("PGBOUNCER_BIN")
+    candidates = (chosen,) if chosen else (shutil.which("pgbouncer"), "/usr/sbin/pgbouncer")
+    for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return Path(candidate)
     return None
+
+
+def pgbouncer_required() -> bool:
+    """CI must always run the pooled tier: there a missing PgBouncer fails instead of skipping."""
+    return bool(os.environ.get(REQUIRE_ENV) or os.environ.get("CI"))
+
+
+def require_pgbouncer() -> None:
+    """Skip the calling test when PgBouncer is absent (fail where it is required)."""
+    import pytest  # only tests call this; the module is also imported by benchmarks
+
+    if find_pgbouncer() is None:
+        if pgbouncer_required():
+            pytest.fail(f"{MISSING}, and {REQUIRE_ENV} or CI requires it")
+        pytest.skip(MISSING)
 
 
 class PgBouncer:
