@@ -1,105 +1,51 @@
-"""`sitemap-worker` command line: migrate, run, enqueue, scan, status, health, bench."""
+"""`sitemap-worker` command line: migrate, run, enqueue, scan, status, health, prune, bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 
 import asyncpg
+from pydantic import ValidationError
 
 from . import db
+from .cli_args import build_parser, check_combinations
+from .cli_db import prepare
+from .cli_errors import KNOWN_ERRORS, CliError, one_line
 from .database import Urls, open_database
 from .logs import setup_logging
-from .migrate import migrate
-from .settings import Settings, parse_duration
+from .settings import CONCURRENCY_MAX, Settings, describe_errors, format_duration
 from .sql import q
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sitemap-worker",
-        description="Postgres-native job queue worker that scans websites' sitemaps. "
-        "Uses DATABASE_URL, or an embedded PostgreSQL when it is unset.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("migrate", help="apply the SQL migrations (safe to repeat, and concurrently)")
-
-    run = sub.add_parser("run", help="run the worker until SIGINT/SIGTERM")
-    run.add_argument("--concurrency", type=int, help="jobs at once (default WORKER_CONCURRENCY, 10)")
-    run.add_argument("--burst", action="store_true", help="exit once no runnable job is left")
-    run.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
-
-    enqueue = sub.add_parser("enqueue", help="insert jobs and print their ids")
-    enqueue.add_argument("domains", nargs="*", metavar="DOMAIN", help="one sitemap_scan job each")
-    enqueue.add_argument("--max-urls", type=int, help="cap on stored URLs per scan")
-    enqueue.add_argument("--batch", action="store_true",
-                         help="one sitemap_batch job for all DOMAINs (child scans run in parallel)")
-    enqueue.add_argument("--job-type", help="another job type, e.g. noop (with --payload)")
-    enqueue.add_argument("--payload", default="{}", help="JSON payload for --job-type")
-    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first")
-    enqueue.add_argument("--max-attempts", type=int, help="attempts before failing (default 3)")
-    enqueue.add_argument("--wait", action="store_true", help="show progress until the jobs end")
-
-    scan = sub.add_parser("scan", help="scan domains in this process: progress, result, tree")
-    scan.add_argument("domains", nargs="+", metavar="DOMAIN")
-    scan.add_argument("--max-urls", type=int, help="cap on stored URLs per scan")
-    scan.add_argument("--concurrency", type=int, help="jobs at once in this process")
-
-    status = sub.add_parser("status", help="one job's details, or a summary of recent jobs")
-    status.add_argument("job_id", nargs="?", type=int)
-    status.add_argument("--limit", type=int, default=20, help="recent jobs to list")
-
-    prune = sub.add_parser("prune", help="delete ended jobs (and what their scans stored) "
-                           "older than a given age, in small committed batches")
-    prune.add_argument("--older-than", required=True, type=_duration, metavar="AGE",
-                       help="e.g. 30d, 12h, 90m: jobs that ended longer ago than this")
-    prune.add_argument("--batch", type=int, default=100, help="jobs per transaction")
-
-    health = sub.add_parser("health", help="exit 0 if the database (and a worker) is healthy")
-    health.add_argument("--worker", metavar="URL",
-                        help="also require this worker's /health to answer 200, e.g. "
-                        "http://127.0.0.1:9187 (its WORKER_METRICS_PORT)")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
-
-    bench = sub.add_parser("bench", help="measure queue throughput and pickup latency")
-    bench.add_argument("part", nargs="?", default="queue", choices=["queue", "scan"],
-                       help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)")
-    bench.add_argument("--scan-files", type=int, default=10, help="scan: urlset files")
-    bench.add_argument("--scan-urls", type=int, default=50_000, help="scan: URLs per file")
-    bench.add_argument("--jobs", type=int, default=10_000, help="jobs to drain")
-    bench.add_argument("--concurrency", type=int, default=10)
-    bench.add_argument("--latency-jobs", type=int, default=200)
-    bench.add_argument("--insert-seconds", type=float, default=5.0,
-                       help="length of each insert-throughput run")
-    bench.add_argument("--insert-clients", type=int, default=8)
-    bench.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement")
-    bench.add_argument("--force", action="store_true",
-                       help="run even though the jobs table holds other jobs (it is emptied)")
-    return parser
-
-
-def _duration(text: str) -> timedelta:
-    """Durations as the settings take them (`30d`, `12h`, `90m`)."""
-    value = parse_duration(text)
-    if not isinstance(value, timedelta):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30d, 12h, 90m)")
-    return value
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The one boundary: argument and settings mistakes exit 2, an unreachable database or
+    its refusal exits 1, each as one line on stderr; an unexpected error keeps its
+    traceback (it is a bug)."""
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    check_combinations(args)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"sitemap-worker: error: {describe_errors(exc)}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_format)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
+    except KNOWN_ERRORS as exc:
+        log.debug("%s failed", args.command, exc_info=exc)  # WORKER_LOG_LEVEL=DEBUG shows where
+        code, line = one_line(exc)
+        print(f"sitemap-worker {args.command}: error: {line}", file=sys.stderr)
+        return code
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -119,21 +65,18 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             healthy, line = await check_health(urls.work, settings, args.worker, args.timeout)
             print(line, file=sys.stdout if healthy else sys.stderr)
             return 0 if healthy else 1
+        applied = await prepare(args, urls, settings)
         if args.command == "migrate":
-            applied = await migrate(urls.listen, settings)
             print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
             return 0
         if args.command == "run":
             from .gc_tuning import tune_for_worker
             from .runner import serve
 
-            if not args.no_migrate:
-                await migrate(urls.listen, settings)
             tune_for_worker()
             await serve(urls, settings, concurrency=args.concurrency, burst=args.burst)
             return 0
         if args.command == "bench":
-            await migrate(urls.listen, settings)
             if args.part == "scan":
                 from .bench_scan import run_scan_bench
 
@@ -141,7 +84,6 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from .bench import run_bench
 
             return await run_bench(urls, settings, args)
-        await migrate(urls.listen, settings)
         if args.command == "enqueue":
             return await _enqueue(urls, settings, args)
         if args.command == "status":
@@ -154,17 +96,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """The job type and one payload (json) per job to insert; argument errors exit."""
+    """The job type and one payload (json) per job to insert (cli_args checked them)."""
     if args.job_type:
-        if args.domains:
-            raise SystemExit("enqueue: give DOMAINs or --job-type, not both")
-        try:
-            json.loads(args.payload)
-        except ValueError as exc:
-            raise SystemExit(f"enqueue: --payload is not JSON: {exc}") from None
-        return args.job_type, [args.payload]
-    if not args.domains:
-        raise SystemExit("enqueue: give at least one DOMAIN, or --job-type")
+        return args.job_type, [args.payload or "{}"]
     return _scan_payloads(args.domains, args.max_urls, batch=args.batch)
 
 
@@ -198,14 +132,29 @@ async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int
     ids = await _insert(urls, settings, *_scan_payloads(args.domains, args.max_urls))
     tune_for_worker()
     stop = asyncio.Event()
-    worker = asyncio.create_task(serve(urls, settings, concurrency=args.concurrency or len(ids),
-                                       handle_signals=False, stop=stop))
-    try:
-        await wait_for_jobs(urls.listen, settings, ids)
-    finally:
-        stop.set()
-        await worker
+    concurrency = args.concurrency or min(len(ids), CONCURRENCY_MAX)
+    worker = asyncio.create_task(serve(urls, settings, concurrency=concurrency,
+                                       handle_signals=False, stop=stop), name="scan-worker")
+    waiter = asyncio.create_task(wait_for_jobs(urls.listen, settings, ids), name="scan-wait")
+    await _until_either_ends(waiter, worker, stop)
     return await _print_final(urls, settings, ids)
+
+
+async def _until_either_ends(waiter: asyncio.Task[object], worker: asyncio.Task[object],
+                             stop: asyncio.Event) -> None:
+    """Wait for the jobs to end, or for the worker running them to end first (then they never
+    will here): then stop the other and raise what failed, the worker's error first."""
+    try:
+        await asyncio.wait((waiter, worker), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()  # no-op once it is done
+        stop.set()
+        await asyncio.wait((waiter, worker))
+    if worker.exception() is not None:
+        worker.result()  # raises it
+    if waiter.cancelled():
+        raise CliError("the in-process worker stopped before the jobs ended")
+    waiter.result()  # raises its error, if any
 
 
 async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
@@ -262,7 +211,7 @@ async def _prune(urls: Urls, settings: Settings, args: argparse.Namespace) -> in
         deleted = await conn.fetchval(q("prune"), args.older_than, args.batch)
     finally:
         await conn.close()
-    print(f"deleted {deleted} ended job(s) older than {args.older_than}")
+    print(f"deleted {deleted} ended job(s) older than {format_duration(args.older_than)}")
     return 0
 
 

@@ -46,6 +46,8 @@ async def _database_problem(dsn: str, settings: Settings, timeout: float) -> str
         return f"no answer within {timeout:g} s"
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         return describe(exc)
+    except (ValueError, OverflowError) as exc:  # asyncpg parsing a URL it cannot use
+        return f"DATABASE_URL is not a valid PostgreSQL URL ({exc})"
     return None
 
 

@@ -1,4 +1,7 @@
-"""All configuration in one typed object, read from the environment once at start-up."""
+"""All configuration in one typed object, read from the environment once at start-up.
+
+Every value is checked here, so a mistake in the environment stops the program at start-up
+with one line naming the variable (see `describe_errors`), not later in the middle of work."""
 
 from __future__ import annotations
 
@@ -6,24 +9,110 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+DURATION_HINT = "use seconds (2.5) or a unit (250ms, 30s, 5m, 1h, 1d)"
+# Far beyond any sensible knob, and small enough for every sum the worker makes with it
+# (now() + lease in SQL, asyncio timers).
+MAX_DURATION = timedelta(days=365)
+# PostgreSQL's statement_timeout is an int of milliseconds (at most about 24.8 days).
+MAX_STATEMENT_TIMEOUT = timedelta(days=24)
+CONCURRENCY_MAX = 1000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_duration(value: Any) -> Any:
     """`2.5` (seconds), `250ms`, `30s`, `5m`, `1h`, `30d`; anything else goes to pydantic as is
-    (timedelta objects, ISO 8601 like `PT30S`)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    (timedelta objects, ISO 8601 like `PT30S`). A number too large for a timedelta is a
+    ValueError, like any other bad value."""
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str) and (m := _DURATION.match(value)):
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    except (OverflowError, ValueError):  # ValueError: nan
+        raise ValueError(f"out of range (at most {format_duration(MAX_DURATION)})") from None
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The shortest way to write it back: `365d`, `30s`, `250ms`."""
+    ms = value / timedelta(milliseconds=1)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size:.0f}{unit}"
+    return f"{ms:g}ms"
+
+
+def _within(low: timedelta, high: timedelta, *, low_included: bool) -> Any:
+    def check(value: timedelta) -> timedelta:
+        if value < low or (value == low and not low_included):
+            raise ValueError(f"must be {'at least' if low_included else 'more than'} "
+                             f"{format_duration(low) if low else 0}")
+        if value > high:
+            raise ValueError(f"must be at most {format_duration(high)}")
+        return value
+    return AfterValidator(check)
+
+
+def _parse(value: Any) -> Any:
+    if isinstance(value, str) and not _DURATION.match(value) and not value.strip().startswith(("P", "-P")):
+        raise ValueError(f"not a duration: {DURATION_HINT}")
+    return parse_duration(value)
+
+
+# A wait, a timeout or an interval: zero would mean "never" or "busy loop", so it is refused.
+Duration = Annotated[timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=False)]
+# A pause that may be zero (no pause).
+Pause = Annotated[timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=True)]
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field (`lease` -> `WORKER_LEASE`)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"WORKER_{field.upper()}"
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line for all of a Settings ValidationError: `WORKER_LEASE='abc': not a duration ...`."""
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        name = env_name(field) if field else "settings"
+        message = _message(error)
+        shown = error.get("input")
+        if not field:  # a check across fields names its variables itself
+            parts.append(message)
+        elif isinstance(shown, str) and "url" not in field:  # URLs may hold passwords
+            parts.append(f"{name}={shown!r}: {message}")
+        else:
+            parts.append(f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def _message(error: Any) -> str:
+    """pydantic's words, shortened where they have a plainer form."""
+    ctx = error.get("ctx") or {}
+    if error.get("type") == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if error.get("type") == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 class Settings(BaseSettings):
@@ -49,7 +138,7 @@ class Settings(BaseSettings):
         description="Let the scanner fetch loopback, private, link-local and metadata "
         "addresses (SSRF guard off): tests and intranets only.",
     )
-    concurrency: int = Field(default=10, ge=1, le=1000, description="Jobs run at once.")
+    concurrency: int = Field(default=10, ge=1, le=CONCURRENCY_MAX, description="Jobs run at once.")
     pool_size: int = Field(
         default=0, ge=0, le=200,
         description="Max pooled connections; 0 means concurrency + 3 capped at 20.",
@@ -58,7 +147,7 @@ class Settings(BaseSettings):
         default=timedelta(seconds=1),
         description="Fallback claim poll when no wake-up arrives (jittered by 10%).",
     )
-    trailing_poll: Duration = Field(
+    trailing_poll: Pause = Field(
         default=timedelta(milliseconds=20),
         description="Extra claim this long after a wake-up, for jobs whose NOTIFY the "
         "trigger's throttle (5 ms) suppressed.",
@@ -73,7 +162,7 @@ class Settings(BaseSettings):
         description="How often running jobs' leases are renewed; also how fast a "
         "cancellation from SQL is noticed.",
     )
-    shutdown_grace: Duration = Field(
+    shutdown_grace: Pause = Field(
         default=timedelta(seconds=10),
         description="On SIGTERM/SIGINT, the time the worker has to exit: running jobs may "
         "finish during all of it but the last second (or quarter, if shorter), then what is "
@@ -96,7 +185,9 @@ class Settings(BaseSettings):
     listener_max_backoff: Duration = Field(
         default=timedelta(seconds=15), description="Longest pause between reconnects."
     )
-    statement_timeout: Duration = Field(
+    statement_timeout: Annotated[
+        timedelta, BeforeValidator(_parse),
+        _within(timedelta(0), MAX_STATEMENT_TIMEOUT, low_included=False)] = Field(
         default=timedelta(seconds=30),
         description="Cap on any one worker statement (SET LOCAL in each transaction).",
     )
@@ -113,7 +204,7 @@ class Settings(BaseSettings):
         description="Scanner: User-Agent header.")
     fetch_per_host_concurrency: int = Field(
         default=4, ge=1, le=64, description="Scanner: requests in flight per host.")
-    fetch_per_host_delay: Duration = Field(
+    fetch_per_host_delay: Pause = Field(
         default=timedelta(0), description="Scanner: minimum gap between requests to one host.")
     fetch_max_bytes: int = Field(
         default=51 * 1024 * 1024, ge=1024,
@@ -127,7 +218,7 @@ class Settings(BaseSettings):
         description="Data directory of the embedded PostgreSQL (default: "
         "/var/lib/sitemap-worker/pg18 as root, else ~/.local/share/sitemap-worker/pg18).",
     )
-    log_level: str = Field(default="INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level: " + ", ".join(LOG_LEVELS))
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`text`: readable lines; `json`: one JSON object per line (ts, level, "
@@ -139,6 +230,38 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the metrics endpoint binds (`0.0.0.0` in a container).")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level (use one of {', '.join(LOG_LEVELS)})")
+        return level
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        """What the resolver itself would refuse (an empty name, a label over 63 bytes), said
+        now rather than as a traceback when the endpoint starts."""
+        try:
+            ok = bool(value.strip()) and bool(value.encode("idna"))
+        except UnicodeError:
+            ok = False
+        if not ok:
+            raise ValueError("not a host name or address")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        """A lease that expires between two renewals would hand every running job to the
+        next claim while it still runs."""
+        if self.heartbeat_interval >= self.lease:
+            raise ValueError(
+                f"WORKER_HEARTBEAT_INTERVAL ({format_duration(self.heartbeat_interval)}) must be "
+                f"shorter than WORKER_LEASE ({format_duration(self.lease)}), or leases expire "
+                "between renewals")
+        return self
 
     def pool_size_for(self, concurrency: int | None = None) -> int:
         """Jobs hold a connection only inside a phase, so a few more than concurrency is plenty."""

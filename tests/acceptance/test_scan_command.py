@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from tests.support.processes import process_env, worker_command
 from tests.support.sites import Site
@@ -49,3 +50,33 @@ async def test_bench_scan_runs_end_to_end_on_small_files(worker_env):
     assert proc.returncode == 0, text + err.decode()[-2000:]
     assert "600 URLs stored" in text and "every URL exactly once" in text
     assert "x bare lxml" in text and "peak RSS" in text
+
+
+# A worker whose task dies with an ordinary exception, as a bug in it would: `scan` runs
+# the real command in a real process against the real database; only `serve` is replaced.
+CRASHING_WORKER = """
+import sys
+import worker.runner
+
+async def serve(*args, **kwargs):
+    raise RuntimeError("worker bug: serve crashed")
+
+worker.runner.serve = serve
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_scan_exits_when_its_worker_dies_instead_of_waiting_forever(worker_env):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WORKER, "scan", "http://127.0.0.1:9",
+        env=process_env(worker_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1, err.decode()
+    # Not one of the known failures: a bug keeps its traceback, so it can be found.
+    assert "RuntimeError: worker bug: serve crashed" in err.decode()
