@@ -72,7 +72,7 @@ async def test_scan_exits_when_its_worker_dies_instead_of_waiting_forever(worker
         sys.executable, "-c", CRASHING_WORKER, "scan", "http://127.0.0.1:9",
         env=process_env(worker_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         if proc.returncode is None:
             proc.kill()
