@@ -18,7 +18,7 @@ from .cli_db import prepare
 from .cli_errors import KNOWN_ERRORS, CliError, one_line
 from .database import Urls, open_database
 from .logs import setup_logging
-from .settings import CONCURRENCY_MAX, Settings, describe_errors, format_duration
+from .settings import CONCURRENCY_MAX, Settings, describe_errors
 from .sql import q
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ async def _prune(urls: Urls, settings: Settings, args: argparse.Namespace) -> in
         deleted = await conn.fetchval(q("prune"), args.older_than, args.batch)
     finally:
         await conn.close()
-    print(f"deleted {deleted} ended job(s) older than {format_duration(args.older_than)}")
+    print(f"deleted {deleted} ended job(s) older than {args.older_than}")
     return 0
 
 
