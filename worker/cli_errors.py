@@ -38,6 +38,8 @@ def one_line(exc: BaseException) -> tuple[int, str]:
         return 1, f"embedded PostgreSQL: {_flat(str(exc))}"
     if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
         return 1, f"the database lacks the sitemap-worker schema ({exc}): {MIGRATE_HINT}"
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+        return 1, _flat(describe(exc))  # a file or permission problem, not the connection
     if isinstance(exc, CONNECTION_ERRORS):
         return 1, f"lost the database connection: {_flat(describe(exc))}"
     return 1, _flat(describe(exc))

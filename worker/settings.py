@@ -112,6 +112,10 @@ def _message(error: Any) -> str:
         return f"must be at least {ctx.get('ge')}"
     if error.get("type") == "less_than_equal":
         return f"must be at most {ctx.get('le')}"
+    if error.get("type") == "int_parsing":
+        return "not a whole number"
+    if error.get("type") == "bool_parsing":
+        return "not a yes/no value (true, false, 1, 0)"
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
