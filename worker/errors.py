@@ -69,8 +69,21 @@ def is_permanent(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """A one-line message for `jobs.error` that a person can act on (PostgreSQL text cannot
-    hold a NUL, so one in a message is spelled out)."""
-    return _describe(exc).replace("\x00", "\\0")
+    hold a NUL, so one in a message is spelled out; see storable() for the rest)."""
+    return storable(_describe(exc).replace("\x00", "\\0"))
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL text can hold it: no NUL, no lone surrogate. A site's bytes
+    reach us as such (aiohttp decodes header bytes that are not UTF-8 to surrogates, which
+    no UTF-8 encoder accepts): each undecodable byte becomes U+FFFD, as a browser shows it."""
+    if text.isascii():
+        return text.replace("\x00", "") if "\x00" in text else text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # undo aiohttp's decoding of a byte
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace").replace("\x00", "")
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from worker.errors import (
     describe,
     is_permanent,
     retry_delay,
+    storable,
 )
 
 
@@ -51,3 +52,20 @@ def test_a_driver_state_error_reads_as_a_broken_connection_and_is_transient():
 
 def test_describe_spells_out_a_nul_that_postgresql_text_cannot_hold():
     assert describe(ValueError("bad\x00byte")) == "ValueError: bad\\0byte"
+
+
+@pytest.mark.parametrize(("text", "stored"), [
+    ("plain", "plain"),
+    ("nul\x00in ascii", "nulin ascii"),
+    ("caf\u00e9 \u2014 ok", "caf\u00e9 \u2014 ok"),
+    ('"\udcff\udcfe"', '"\ufffd\ufffd"'),  # bytes FF FE as aiohttp decodes them (surrogateescape)
+    ("lone \ud800 high", "lone \ufffd\ufffd\ufffd high"),  # a surrogate that stands for no byte
+    ("caf\u00e9\x00\udce9", "caf\u00e9\ufffd"),
+])
+def test_storable_text_has_no_nul_and_no_surrogate(text, stored):
+    assert storable(text) == stored
+    stored.encode("utf-8")  # PostgreSQL's UTF-8 takes it
+
+
+def test_describe_spells_out_nul_and_cleans_surrogates():
+    assert describe(RetryableJobError("a\x00b \udcff")) == "a\\0b \ufffd"
