@@ -30,6 +30,7 @@ Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Most specific first: the first match names the reason.
 _V4: tuple[tuple[str, str], ...] = (
     ("169.254.169.254/32", "a cloud metadata address"),
+    ("168.63.129.16/32", "a cloud metadata address"),  # Azure's wire server: a public-looking host address
     ("255.255.255.255/32", "the broadcast address"),
     ("0.0.0.0/8", "an unspecified address"),
     ("127.0.0.0/8", "a loopback address"),
@@ -64,16 +65,20 @@ _V6: tuple[tuple[str, str], ...] = (
 _TABLE: tuple[tuple[Network, str], ...] = tuple(
     (ipaddress.ip_network(net), reason) for net, reason in _V4 + _V6
 )
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Prefixes whose last 32 bits are an IPv4 address the packets end up at: NAT64, and
+# IPv4-translated (::ffff:0:a.b.c.d, RFC 2765 SIIT; Python's ipv4_mapped sees only ::ffff:a.b.c.d
+# and calls this one global).
+_CARRY_V4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64): the packets end up there."""
+    """The IPv4 address an IPv6 one carries (mapped, translated, 6to4, NAT64): the packets
+    end up there."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64:
+    if any(ip in net for net in _CARRY_V4):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

@@ -29,3 +29,16 @@ def test_public_addresses_pass(ip):
 def test_allow_private_lifts_the_guard():
     assert NetGuard(allow_private=True).refusal(ipaddress.ip_address("10.0.0.5")) is None
     assert NetGuard().refusal(ipaddress.ip_address("10.0.0.5")) is not None
+
+
+@pytest.mark.parametrize("ip, reason", [
+    ("::ffff:0:a9fe:a9fe", "a cloud metadata address"),  # IPv4-translated 169.254.169.254
+    ("::ffff:0:7f00:1", "a loopback address"),  # IPv4-translated 127.0.0.1
+    ("::ffff:0:a00:1", "a private address"),  # IPv4-translated 10.0.0.1
+    ("168.63.129.16", "a cloud metadata address"),  # Azure's wire server
+    ("::ffff:168.63.129.16", "a cloud metadata address"),
+])
+def test_translated_and_wire_server_addresses_are_refused(ip, reason):
+    assert is_forbidden(ipaddress.ip_address(ip)) == reason
+    address = ipaddress.ip_address(ip)
+    assert NetGuard().check_host(f"[{ip}]" if ":" in ip else ip) == f"refused: {address} is {reason}"
