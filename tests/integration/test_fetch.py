@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.sites import Reply, Site, free_port
+from tests.support.sites import RawSite, Reply, Site, free_port, response
 from worker.scan.fetch import Fetcher, FetchLimits, retry_after_seconds
 from worker.scan.netguard import GuardedResolver, NetGuard, is_forbidden
 from worker.settings import Settings
@@ -146,6 +146,22 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661\u0662", "\uff11", "1e3", "-5", "0x10", "1.5"])
+def test_retry_after_takes_ascii_digits_only(value: str) -> None:
+    assert retry_after_seconds(value) is None  # "²".isdigit() is True, float("²") raises
+
+
+def test_a_huge_retry_after_is_capped_not_an_overflow() -> None:
+    assert retry_after_seconds("9" * 400) == 366 * 86400
+
+
+async def test_retry_after_with_a_superscript_digit_is_a_plain_429(site: Site, fetcher: Fetcher) -> None:
+    site.add("/limited", status=429, headers={"Retry-After": "\u00b2"})
+    result = await fetcher.fetch(site.url("/limited"), Collect())
+    assert (result.error, result.transient, result.retry_after) == ("HTTP 429", True, None)
+    assert result.attempts == 3 and site.hits["/limited"] == 3  # retried with backoff
+
+
 async def test_redirect_chain_with_relative_locations(site: Site, fetcher: Fetcher) -> None:
     site.redirect("/a/start", "next", status=301)  # relative to /a/
     site.redirect("/a/next", "/final.xml?v=1", status=302)
@@ -269,6 +285,52 @@ async def test_closed_port_is_an_error_result(fetcher: Fetcher) -> None:
     result = await fetcher.fetch(f"http://127.0.0.1:{port}/sitemap.xml", Collect())
     assert result.error is not None and result.error.startswith(f"cannot connect to 127.0.0.1:{port}")
     assert result.status is None and result.transient and result.attempts == 3
+
+
+async def test_unreachable_host_is_not_retried_when_asked(fetcher: Fetcher) -> None:
+    port = free_port()
+    result = await fetcher.fetch(f"http://127.0.0.1:{port}/robots.txt", Collect(), retry_unreachable=False)
+    assert result.unreachable and result.transient and result.attempts == 1
+    assert result.error is not None and result.error.startswith(f"cannot connect to 127.0.0.1:{port}")
+
+
+async def test_guard_refusal_is_unreachable_and_an_answer_is_not(site: Site) -> None:
+    site.add("/down", status=503)
+    site.redirect("/away", f"http://127.0.0.1:{free_port()}/x")
+    async with Fetcher(limits(allow_private_networks=False, max_attempts=1)) as f:
+        refused = await f.fetch(site.url("/robots.txt"), Collect())
+    async with Fetcher(limits(max_attempts=1)) as f:
+        down = await f.fetch(site.url("/down"), Collect())
+        away = await f.fetch(site.url("/away"), Collect())
+    assert refused.unreachable and refused.error == "refused: 127.0.0.1 is a loopback address"
+    assert not down.unreachable and down.error == "HTTP 503"
+    assert not away.unreachable and away.status == 302 and away.error.startswith("cannot connect")
+
+
+async def test_non_utf8_header_bytes_come_back_as_storable_text(fetcher: Fetcher) -> None:
+    async with RawSite() as raw:
+        raw.add("/s.xml", response(200, b"<urlset/>", content_type=b"text/xml; charset=\xff", headers=[
+            (b"ETag", b'"\xff\xfe"'), (b"Last-Modified", b"Mon, 01 Jan 2024 \xe9 GMT"),
+            (b"Content-Encoding", b"\xc3\xa9")]))
+        result = await fetcher.fetch(raw.url("/s.xml"), Collect())
+    assert result.ok
+    assert (result.etag, result.last_modified) == ('"\ufffd\ufffd"', "Mon, 01 Jan 2024 \ufffd GMT")
+    assert (result.content_type, result.content_encoding) == ("text/xml; charset=\ufffd", "\u00e9")
+
+
+@pytest.mark.parametrize(("location", "path"), [
+    (b"/caf\xe9.xml", "/caf%E9.xml"),  # Latin-1: not UTF-8, kept as its byte
+    (b"/s\xc3\xa9.xml", "/s%C3%A9.xml"),  # UTF-8
+    (b"/mixed-\xc3\xa9-\xff.xml?q=\xfe", "/mixed-%C3%A9-%FF.xml?q=%FE"),
+])
+async def test_redirect_keeps_every_byte_of_location(fetcher: Fetcher, location: bytes, path: str) -> None:
+    async with RawSite() as raw:
+        raw.add("/old", response(301, headers=[(b"Location", location)]))
+        raw.add(path, response(200, b"<urlset/>"))
+        sink = Collect()
+        result = await fetcher.fetch(raw.url("/old"), sink)
+    assert result.ok and sink.data == b"<urlset/>", result.error
+    assert result.final_url == raw.url(path) and raw.hits[path] == 1
 
 
 async def test_per_host_concurrency_limit(site: Site) -> None:

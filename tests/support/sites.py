@@ -267,3 +267,67 @@ async def _respond(reply: Reply) -> web.Response:
     if reply.content_type:
         resp.content_type = reply.content_type
     return resp
+
+
+class RawSite:
+    """A bare TCP server on 127.0.0.1 that answers each request path with bytes exactly as
+    given: for what an HTTP library refuses to send (non-UTF-8 header bytes, a body shorter
+    than its Content-Length, a connection dropped mid-body). One response per connection.
+
+        async with RawSite() as raw:
+            raw.add("/sitemap.xml", response(200, body, headers=[(b"ETag", b'"\\xff"')]))
+            raw.add("/cut.xml", response(200, body, length=len(body) + 100))  # then hang up
+
+    Unknown paths get a 404. `hits` counts requests by path as sent (raw, not decoded)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.hits: Counter[str] = Counter()
+        self.connections = 0
+        self._routes: dict[str, bytes] = {}
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.origin + path
+
+    def add(self, path: str, raw: bytes) -> None:
+        """Answer `path` (raw request target, query included) with `raw`, then hang up."""
+        self._routes[path] = raw
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode("latin-1")
+            self.hits[target] += 1
+            writer.write(self._routes.get(target, response(404, b"not found")))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, IndexError):
+            pass  # the client went away, or sent nothing usable
+        finally:
+            writer.close()
+
+
+def response(status: int, body: bytes = b"", *, headers: Iterable[tuple[bytes, bytes]] = (),
+             length: int | None = None, content_type: bytes = b"application/xml") -> bytes:
+    """A raw HTTP/1.1 response that closes its connection. `length` overrides the
+    Content-Length header (a larger one makes a body cut short when the server hangs up)."""
+    lines = [b"HTTP/1.1 %d X" % status, b"Content-Type: " + content_type,
+             b"Content-Length: %d" % (len(body) if length is None else length), b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

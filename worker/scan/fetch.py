@@ -25,7 +25,7 @@ import aiohttp
 import tenacity
 from yarl import URL
 
-from worker.errors import retry_delay
+from worker.errors import retry_delay, storable
 from worker.scan.netguard import ForbiddenAddress, GuardedResolver, NetGuard
 from worker.settings import Settings
 
@@ -103,7 +103,11 @@ class FetchResult:
     error: str | None = None
     transient: bool = False
     truncated: bool = False
+    capped: bool = False  # the download cap cut the body (`truncated` too)
     stopped: bool = False  # the sink asked to stop
+    # No answer at all: the name did not resolve, the connection was refused or timed out,
+    # TLS failed, or the guard refused the address. Asking the host for more is pointless.
+    unreachable: bool = False
     retry_after: float | None = None  # seconds the server asked us to wait (429/503)
 
     @property
@@ -121,16 +125,21 @@ class _SinkError(Exception):
     than reported as a fetch error."""
 
 
+MAX_RETRY_AFTER = 366 * 86400  # a bigger delta says "not soon" just as well, and stays a float
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP-date; None if absent or garbage."""
+    """Retry-After as seconds: delta-seconds (ASCII digits only: str.isdigit() also takes
+    "²" and other scripts' digits, which float() refuses) or an HTTP-date; None if absent
+    or garbage."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(min(int(value), MAX_RETRY_AFTER))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -142,6 +151,7 @@ class _Call(NamedTuple):  # one fetch() call's arguments, as passed to each atte
     sink: Sink
     cap: int
     headers: Mapping[str, str] | None
+    retry_unreachable: bool
 
 
 @dataclass(slots=True)
@@ -203,12 +213,15 @@ class Fetcher:
         return self._session
 
     async def fetch(
-        self, url: str, sink: Sink, *, max_bytes: int | None = None, headers: Mapping[str, str] | None = None
+        self, url: str, sink: Sink, *, max_bytes: int | None = None, headers: Mapping[str, str] | None = None,
+        retry_unreachable: bool = True,
     ) -> FetchResult:
-        """GET `url`, following redirects, streaming a 2xx body into `sink`."""
+        """GET `url`, following redirects, streaming a 2xx body into `sink`. With
+        `retry_unreachable=False` a host that cannot be reached at all (see
+        FetchResult.unreachable) is not tried again: the caller gives up on it."""
         session = self._get_session()
         cap = max_bytes if max_bytes is not None else self.limits.max_bytes
-        call = _Call(url, sink, cap, headers)
+        call = _Call(url, sink, cap, headers, retry_unreachable)
         started = time.monotonic()
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.limits.max_attempts),
@@ -230,13 +243,15 @@ class Fetcher:
         return result
 
     async def fetch_bytes(
-        self, url: str, limit: int | None = None, *, headers: Mapping[str, str] | None = None
+        self, url: str, limit: int | None = None, *, headers: Mapping[str, str] | None = None,
+        retry_unreachable: bool = True,
     ) -> tuple[FetchResult, bytes]:
         """Small documents (robots.txt) in memory; over `limit` the first `limit` bytes
         come back with `truncated` set."""
         buf = bytearray()
         cap = limit if limit is not None else self.limits.robots_max_bytes
-        result = await self.fetch(url, buf.extend, max_bytes=cap, headers=headers)
+        result = await self.fetch(url, buf.extend, max_bytes=cap, headers=headers,
+                                  retry_unreachable=retry_unreachable)
         return result, bytes(buf)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
@@ -257,8 +272,11 @@ class Fetcher:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             result.error, result.transient = self._describe(exc, deadline.expired())
             result.truncated = result.truncated or result.bytes_read > 0
+            result.unreachable = result.status is None and not deadline.expired() and isinstance(
+                exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
         may_wait = (result.retry_after or 0) <= self.limits.max_retry_wait
-        if result.transient and result.bytes_read == 0 and may_wait:
+        may_retry = call.retry_unreachable or not result.unreachable
+        if result.transient and result.bytes_read == 0 and may_wait and may_retry:
             raise _Retry(result)
         return result
 
@@ -292,6 +310,9 @@ class Fetcher:
         """Check a hop before requesting it: URL shape, SSRF guard for IP literals, loops."""
         key = result.final_url = str(url)
         result.error = self._check_url(url, redirected=bool(result.redirects))
+        if result.error is None:  # an IP literal the guard refuses: nothing was asked
+            result.error = self.guard.check_host(url.host or "")
+            result.unreachable = result.error is not None and result.status is None
         if result.error is None and key in seen:
             result.error = "redirect loop"
         seen.add(key)
@@ -299,7 +320,7 @@ class Fetcher:
 
     def _next_hop(self, resp: aiohttp.ClientResponse, url: URL, result: FetchResult) -> URL | None:
         """The redirect target (relative Location resolved), or None with `error` set."""
-        location = resp.headers.get("Location", "")
+        location = _location(resp.headers.get("Location", ""))
         try:
             target = url.join(URL(location)).with_fragment(None) if location else None
         except ValueError:
@@ -323,7 +344,7 @@ class Fetcher:
             return f"{where}URL without a host: {url}"
         if url.user is not None or url.password is not None:
             return f"{where}URL with credentials refused"
-        return self.guard.check_host(url.host)
+        return None
 
     async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int) -> None:
         """Copy the body into the sink in chunks, stopping at `cap` bytes."""
@@ -335,6 +356,7 @@ class Fetcher:
                 result.stopped = True
             elif over:
                 result.error, result.truncated = f"download cap of {cap:,} bytes reached", True
+                result.capped = True
             else:
                 continue
             resp.close()  # drop the connection rather than drain the rest
@@ -393,9 +415,26 @@ class Fetcher:
 
 
 def _take_headers(result: FetchResult, resp: aiohttp.ClientResponse) -> None:
+    """The headers a file row keeps, as text PostgreSQL can store (see storable())."""
     h = resp.headers
-    result.content_type, result.etag = h.get("Content-Type"), h.get("ETag")
-    result.last_modified, result.content_encoding = h.get("Last-Modified"), h.get("Content-Encoding")
+    result.content_type, result.etag = _header(h, "Content-Type"), _header(h, "ETag")
+    result.last_modified = _header(h, "Last-Modified")
+    result.content_encoding = _header(h, "Content-Encoding")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    return None if value is None else storable(value)
+
+
+def _location(value: str) -> str:
+    """A Location header as URL text with every byte kept. aiohttp decodes header bytes that
+    are not UTF-8 to surrogates U+DC80..U+DCFF (one per byte); each goes back as its byte,
+    percent-encoded, as browsers send it. Valid UTF-8 stays text: yarl encodes it (and
+    IDNA-encodes a host)."""
+    if value.isascii():
+        return value
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in value)
 
 
 async def _deliver(sink: Sink, chunk: bytes) -> bool | None:
