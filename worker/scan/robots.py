@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 # Probed on every site, robots.txt or not (browsertrix-crawler#933): USP 1.8.1's
@@ -42,12 +43,27 @@ _SITEMAP_LINE = re.compile(r"^\s*site-?map\s*:\s*(\S+)", re.IGNORECASE)
 _BARE_HOST = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d+)?/")
 
 
-def sitemaps_from_robots(body: bytes, base_url: str) -> list[str]:
+class Robots(NamedTuple):
+    sitemaps: list[str]
+    cut: bool  # only the start of the file was read (the cap, or a body cut short)
+
+
+def sitemaps_from_robots(body: bytes, base_url: str, *, cut: bool = False) -> list[str]:
     """Sitemap URLs listed in a robots.txt body, resolved, deduplicated in order.
 
-    base_url is the URL the robots.txt was fetched from (after redirects).
+    base_url is the URL the robots.txt was fetched from (after redirects); `cut` says the
+    body is only the start of the file (see read_robots).
     """
-    text = _decode(body)
+    return read_robots(body, base_url, cut=cut).sitemaps
+
+
+def read_robots(body: bytes, base_url: str, *, cut: bool = False) -> Robots:
+    """The Sitemap: lines of the first MAX_ROBOTS_BYTES of a robots.txt, complete lines
+    only once the text is cut (by that cap, or because `cut` says the body is only the
+    start of the file): a line broken off by the cut could name the wrong URL."""
+    text, cut = _decode(body, cut)
+    if cut:
+        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
     found: dict[str, None] = {}
     for line in text.splitlines():
         match = _SITEMAP_LINE.match(line.split("#", 1)[0])
@@ -55,20 +71,26 @@ def sitemaps_from_robots(body: bytes, base_url: str) -> list[str]:
             url = _resolve(match[1], base_url)
             if url is not None:
                 found.setdefault(url)
-    return list(found)
+    return Robots(list(found), cut)
 
 
-def _decode(body: bytes) -> str:
+def _decode(body: bytes, cut: bool) -> tuple[str, bool]:
     if body[:2] == b"\x1f\x8b":
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, MAX_ROBOTS_BYTES)
+            body = inflate.decompress(body, MAX_ROBOTS_BYTES)
         except zlib.error:
-            return ""
-    return body[:MAX_ROBOTS_BYTES].decode("utf-8-sig", "replace")
+            return "", cut
+        cut = cut or bool(inflate.unconsumed_tail) or not inflate.eof
+    cut = cut or len(body) > MAX_ROBOTS_BYTES
+    return body[:MAX_ROBOTS_BYTES].decode("utf-8-sig", "replace"), cut
 
 
 def _resolve(value: str, base_url: str) -> str | None:
-    """Absolute http(s) as is; relative and scheme-less values against base_url."""
+    """Absolute http(s) as is; relative and scheme-less values against base_url. None for
+    anything else, and for a value holding a NUL (no PostgreSQL text can store it)."""
+    if "\x00" in value:
+        return None
     if value[:8].lower().startswith(("https://", "http://")):
         return value
     if _BARE_HOST.match(value):  # scheme-less host (squirrelscan#393)

@@ -8,6 +8,7 @@ import gzip
 import pytest
 
 from worker.scan import WELL_KNOWN_PATHS, sitemaps_from_robots
+from worker.scan.robots import MAX_ROBOTS_BYTES, read_robots
 
 ROBOTS = "https://example.com/robots.txt"
 
@@ -100,6 +101,34 @@ def test_only_the_first_512_kib_are_read() -> None:
         + b"Sitemap: https://example.com/late.xml\n"
     )
     assert sitemaps_from_robots(body, ROBOTS) == ["https://example.com/early.xml"]
+
+
+def test_a_line_cut_by_the_cap_is_not_read() -> None:
+    """The cap falls inside a Sitemap: line: the part before it would name another URL."""
+    head = b"Sitemap: https://example.com/early.xml\n"
+    body = head + b"#" * (MAX_ROBOTS_BYTES - len(head) - 20) + b"\n"
+    body += b"Sitemap: https://example.com/cut-by-the-cap-somewhere-in-here.xml\n"
+    assert read_robots(body, ROBOTS) == (["https://example.com/early.xml"], True)
+    assert read_robots(body[:MAX_ROBOTS_BYTES], ROBOTS, cut=True).sitemaps == ["https://example.com/early.xml"]
+
+
+def test_a_body_said_to_be_cut_keeps_only_complete_lines() -> None:
+    body = b"Sitemap: https://example.com/a.xml\r\nSitemap: https://example.com/b.x"
+    assert read_robots(body, ROBOTS, cut=True) == (["https://example.com/a.xml"], True)
+    assert read_robots(body, ROBOTS) == (["https://example.com/a.xml", "https://example.com/b.x"], False)
+
+
+def test_gzip_that_unpacks_past_the_cap_is_cut_at_a_line() -> None:
+    text = b"Sitemap: https://example.com/a.xml\n" + b"Disallow: /x\n" * 60_000
+    body = gzip.compress(text + b"Sitemap: https://example.com/late.xml\n")
+    assert len(text) > MAX_ROBOTS_BYTES
+    assert read_robots(body, ROBOTS) == (["https://example.com/a.xml"], True)
+    assert read_robots(gzip.compress(text[:1000]), ROBOTS).cut is False
+
+
+def test_a_value_holding_a_nul_is_dropped() -> None:
+    body = b"Sitemap: https://example.com/a\x00b.xml\nSitemap: https://example.com/ok.xml\n"
+    assert sitemaps_from_robots(body, ROBOTS) == ["https://example.com/ok.xml"]
 
 
 def test_well_known_paths() -> None:
