@@ -8,8 +8,10 @@ the job's progress and only while this worker still owns the job. Rows are keyed
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from ..context import JobContext
+from ..errors import storable
 from ..sql import q
 from .fetch import FetchResult
 from .model import SitemapUrl
@@ -25,6 +28,10 @@ DEADLOCK_ATTEMPTS = 3
 CHUNK = 2000  # URLs per insert statement: a few hundred KB, well inside one short transaction
 URL_COLUMNS = ("job_id", "sitemap_file_id", "loc", "lastmod", "lastmod_raw", "changefreq", "priority",
                "images", "videos", "news", "alternates")
+# A value the driver cannot encode (a lone surrogate, a date that leaves the calendar once
+# put in UTC: 0001-01-01T00:00+14:00) or the server refuses (class 22): the chunk's values
+# are cleaned once and written again; a chunk that still fails fails its file, not the job.
+UNSTORABLE: tuple[type[BaseException], ...] = (asyncpg.DataError, OverflowError, UnicodeError, ValueError)
 
 
 @dataclass(slots=True)
@@ -39,6 +46,8 @@ class FileOutcome:
 
 async def open_file(ctx: JobContext, url: str, parent_id: int | None, parent_url: str | None,
                     depth: int, source: str) -> int:
+    url, parent_url = storable(url), _text(parent_url)
+
     async def upsert(conn: asyncpg.Connection) -> int:
         return await conn.fetchval(q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url,
                                    depth, source)
@@ -48,14 +57,17 @@ async def open_file(ctx: JobContext, url: str, parent_id: int | None, parent_url
 
 async def finish_file(ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome,
                       progress: float) -> None:
-    error = fetched.error or found.error
+    """The file's final row. Any error but a remark (flag_only) makes it an `error`, URLs
+    kept or not; every text is cleaned first, so what a site sent cannot fail the write."""
+    error = _text(found.error if found.error is not None else fetched.error)
 
     async def finish(conn: asyncpg.Connection) -> None:
         await conn.execute(
-            q("finish_sitemap_file"), file_id, fetched.final_url, found.kind,
-            "error" if error and not found.url_count else "ok", error, found.url_count,
+            q("finish_sitemap_file"), file_id, _text(fetched.final_url), found.kind,
+            "error" if error and not found.flag_only else "ok", error, found.url_count,
             found.truncated, fetched.status, fetched.bytes_read, found.bytes_uncompressed,
-            fetched.content_type, fetched.etag, fetched.last_modified, fetched.elapsed * 1000)
+            _text(fetched.content_type), _text(fetched.etag), _text(fetched.last_modified),
+            fetched.elapsed * 1000)
 
     await ctx.run_phase(finish, progress)
 
@@ -91,6 +103,15 @@ class UrlWriter:
         # the index's row locks in the same order, and wait rather than deadlock. (Long
         # URLs are keyed by md5, in another order: a deadlock there is retried.)
         urls.sort(key=_by_loc)
+        try:
+            return await self._store(file_id, urls, counted)
+        except UNSTORABLE:
+            if not _clean(urls):
+                raise  # nothing to clean: the chunk is bad some other way
+        return await self._store(file_id, urls, counted)
+
+    async def _store(self, file_id: int, urls: list[SitemapUrl],
+                     counted: Callable[[int], None] | None) -> int:
         attempt = 1
         while True:
             try:
@@ -142,7 +163,8 @@ _by_loc = attrgetter("loc")
 def _copy_rows(job_id: int, file_id: int, urls: list[SitemapUrl]) -> tuple[list[str], list[tuple[Any, ...]]]:
     """COPY rows holding only the columns the chunk has a value in: the rest default to null,
     and encoding fewer columns is a good part of the client's CPU time per row."""
-    names, columns = list(URL_COLUMNS[:2]), [repeat(job_id), repeat(file_id)]
+    names = list(URL_COLUMNS[:2])
+    columns: list[Iterable[Any]] = [repeat(job_id), repeat(file_id)]
     for name, column in zip(URL_COLUMNS[2:], _columns(urls), strict=True):
         if column is not None:
             names.append(name)
@@ -176,8 +198,51 @@ def _sparse(column: list[Any]) -> list[Any] | None:
     return column if any(v is not None for v in column) else None
 
 
+# A NUL's escape in JSON text: \u0000 after an even number of backslashes (none, or pairs that
+# each stand for one backslash). After an odd number it is the text "\u0000", not a NUL.
+_ESCAPED_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def _json(value: Any) -> str | None:
-    """Extension data as jsonb text, null when absent; NUL characters cannot be stored."""
+    """Extension data as jsonb text, null when absent; NUL characters cannot be stored in
+    jsonb, so their escapes are dropped (and only theirs: "C:\\u0000" stays as written)."""
     if not value:
         return None
-    return json.dumps(value, default=str, ensure_ascii=False).replace("\\u0000", "")
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return _ESCAPED_NUL.sub(r"\1", text) if "\\u0000" in text else text
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable(value)
+
+
+def _clean(urls: list[SitemapUrl]) -> bool:
+    """Make a chunk's values storable in place (the slow path after a failed write): text
+    through storable(), a date that has no UTC equivalent dropped (its raw text stays).
+    Returns whether anything changed."""
+    changed = False
+    for u in urls:
+        before = (u.loc, u.lastmod, u.lastmod_at, u.changefreq, u.images, u.videos, u.news, u.alternates)
+        u.loc = storable(u.loc)
+        u.lastmod, u.changefreq = _text(u.lastmod), _text(u.changefreq)
+        if u.lastmod_at is not None:
+            try:
+                u.lastmod_at.astimezone(UTC)
+            except (OverflowError, ValueError):
+                u.lastmod_at = None
+        u.images, u.videos, u.alternates = _deep(u.images), _deep(u.videos), _deep(u.alternates)
+        u.news = _deep(u.news)
+        changed = changed or before != (u.loc, u.lastmod, u.lastmod_at, u.changefreq, u.images,
+                                        u.videos, u.news, u.alternates)
+    return changed
+
+
+def _deep(value: Any) -> Any:
+    """Extension data with every string made storable (dicts, lists and tuples kept as such)."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_deep(v) for v in value)
+    return value
