@@ -10,14 +10,23 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..context import JobContext
-from ..errors import PermanentJobError
-from .fetch import Fetcher, FetchResult
+from ..errors import PermanentJobError, RetryableJobError, describe
+from .fetch import Fetcher, FetchResult, Sink
 from .model import ChildSitemap, SitemapUrl
 from .parse import SitemapParser
-from .robots import WELL_KNOWN_PATHS, sitemaps_from_robots
-from .store import CHUNK, FileOutcome, UrlWriter, finish_file, open_file, stored_url_count
+from .robots import MAX_ROBOTS_BYTES, WELL_KNOWN_PATHS, read_robots
+from .store import (
+    CHUNK,
+    UNSTORABLE,
+    FileOutcome,
+    UrlWriter,
+    finish_file,
+    open_file,
+    stored_url_count,
+)
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -46,7 +55,9 @@ class ScanState:
     errors: int = 0
     missing: int = 0  # well-known paths that are simply not there
     ok: int = 0
+    transient: int = 0  # errors a later try may not meet (timeouts, refused, 429, 5xx)
     first_error: str | None = None
+    unreachable: dict[str, FetchResult] = field(default_factory=dict)  # origin -> its failure
     urls: int = 0
     bytes: int = 0
     truncated: bool = False
@@ -64,7 +75,7 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     # towards max_urls and url_count: the re-run adds only what they lack.
     state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
     writer = UrlWriter(ctx, stored_before=state.urls)
-    origin, seeds = await _discover(fetcher, target)
+    origin, seeds, warnings = await _discover(fetcher, target)
     queue = deque(Pending(url, None, None, 0, source) for url, source in seeds)
     state.known = len(queue)
     listed = sum(1 for item in queue if item.source == "robots")
@@ -74,16 +85,22 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     await _walk(ctx, fetcher, writer, state, queue)
     log.info("scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s", origin,
              state.files - state.missing, state.urls, state.errors, time.monotonic() - began)
-    if state.errors and not state.ok:
-        raise PermanentJobError(f"no sitemap could be fetched ({state.errors} tried); "
-                                f"first error: {state.first_error}")
-    return {
+    if state.errors and not state.ok and not state.urls:
+        # Nothing stored and nothing readable. Worth another try only if every failure
+        # was one a later try may not meet; a site that answers 404 everywhere is done.
+        failure = RetryableJobError if state.transient == state.errors else PermanentJobError
+        raise failure(f"no sitemap could be fetched ({state.errors} tried); "
+                      f"first error: {state.first_error}")
+    result = {
         "domain": target.host, "origin": origin,
         "sitemap_count": state.files - state.missing, "url_count": state.urls, "error_count": state.errors,
         "well_known_missing": state.missing, "kinds": dict(state.kinds),
         "truncated": state.truncated or bool(queue), "bytes": state.bytes,
         "duration_s": round(time.monotonic() - began, 3),
     }
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
@@ -117,21 +134,49 @@ async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: Sca
         raise
 
 
-async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[str, str]]]:
+async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[str, str]], list[str]]:
     """robots.txt Sitemap: lines and the well-known paths, always both. For a bare name,
-    https first; http when https cannot be reached at all."""
-    origin, listed = target.origins[0], []
+    https first; http when https cannot be reached at all. Returns the origin, the seeds
+    and warnings for the result.
+
+    A host that cannot be reached at all (no such name, connection refused or timed out,
+    TLS failure, an address the guard refuses) is asked nothing more: its well-known
+    paths would each fail the same way, one connect timeout after another. The job fails
+    at once with that one error, retryable when the error may pass."""
+    origin, listed, warnings = target.origins[0], [], []
+    unreachable: list[tuple[str, FetchResult]] = []
     for candidate in target.origins:
-        result, body = await fetcher.fetch_bytes(candidate + "/robots.txt")
+        result, body = await fetcher.fetch_bytes(candidate + "/robots.txt", retry_unreachable=False)
         origin = candidate
+        if result.unreachable:
+            unreachable.append((candidate, result))
+            continue
         if result.status is not None:  # the server answered, whatever the status
-            if result.ok:
-                listed = sitemaps_from_robots(body, result.final_url or candidate + "/robots.txt")
+            # A body cut short (the cap, a timeout, a dropped connection) still lists
+            # sitemaps in its complete lines.
+            if 200 <= result.status < 300 and (result.ok or result.truncated):
+                robots = read_robots(body, result.final_url or candidate + "/robots.txt",
+                                     cut=result.truncated)
+                listed = robots.sitemaps
+                if robots.cut:
+                    warnings.append(_robots_cut(result, len(body)))
             break
+    if len(unreachable) == len(target.origins):
+        failure = RetryableJobError if all(r.transient for _, r in unreachable) else PermanentJobError
+        raise failure("no sitemap could be fetched: " + "; ".join(
+            f"{o} cannot be reached ({r.error})" for o, r in unreachable))
     seeds = [(url, "robots") for url in listed]
     seeds += [(origin + path, "well_known") for path in WELL_KNOWN_PATHS
               if origin + path not in listed]
-    return origin, seeds
+    return origin, seeds, warnings
+
+
+def _robots_cut(result: FetchResult, size: int) -> str:
+    if result.capped or not result.truncated:  # the download cap, or the text unpacked from gzip
+        return (f"robots.txt is over {MAX_ROBOTS_BYTES // 1024} KiB: only the Sitemap: lines "
+                f"in its first {MAX_ROBOTS_BYTES // 1024} KiB were read")
+    return (f"robots.txt was cut short ({result.error}): only the Sitemap: lines in its first "
+            f"{size:,} bytes were read")
 
 
 async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
@@ -144,10 +189,12 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
     children: list[ChildSitemap] = []
     file_id = await open_file(ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source)
     listed = 0
+    unstorable: str | None = None  # a chunk the database would not take, even cleaned
 
     async def flush() -> None:
-        nonlocal listed, pending
-        if not pending:
+        nonlocal listed, pending, unstorable
+        if not pending or unstorable:
+            pending = []
             return
         chunk, pending = pending, []
         listed += len(chunk)
@@ -164,6 +211,9 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
 
         try:
             await writer.store(file_id, chunk[:take], counted)
+        except UNSTORABLE as exc:  # this file fails; the scan goes on
+            unstorable = f"URLs could not be stored: {describe(exc)}"
+            listed -= len(chunk)
         finally:
             if not settled:
                 state.urls -= take
@@ -173,23 +223,26 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
             _sort(entries, pending, children)
             if len(pending) >= CHUNK:
                 await flush()
-        return not state.full
+        return not state.full and unstorable is None
 
-    fetched = await fetcher.fetch(item.url, sink)
-    if fetched.ok or fetched.truncated or fetched.stopped:
-        _sort(parser.close(), pending, children)
+    fetched = await _fetch(fetcher, state, item.url, sink)
+    # A body cut short (download cap, deadline, dropped connection, or we stopped reading)
+    # ends mid-entry: the parser drops the unfinished one rather than guess at it.
+    cut = fetched.truncated or fetched.stopped
+    if fetched.ok or cut:
+        _sort(parser.close(cut=cut), pending, children)
     await flush()
     if fetched.final_url and fetched.final_url != item.url:
         if fetched.final_url in state.visited:
             children = []  # the same document under another name: walked already
         state.visited.add(fetched.final_url)
-    error = None if fetched.error or parser.truncated else parser.error
-    flag_only = listed > SPEC_URLS_PER_FILE and not error
+    error = _file_error(fetched, parser, unstorable, listed, len(children))
+    flag_only = error is None and listed > SPEC_URLS_PER_FILE
     if flag_only:
         error = f"{listed:,} URLs: over the sitemaps.org limit of {SPEC_URLS_PER_FILE:,} (all kept)"
     outcome = FileOutcome(parser.kind if fetched.status == 200 else None, error, listed,
-                          parser.truncated or state.full, parser.bytes_out, flag_only)
-    _count(state, item, fetched, outcome)
+                          parser.truncated or state.full or fetched.truncated, parser.bytes_out, flag_only)
+    _count(state, item, fetched, outcome, transient=fetched.transient and unstorable is None)
     state.files += 1
     await finish_file(ctx, file_id, fetched, outcome, min(0.99, state.files / max(state.known, 1)))
     if item.depth + 1 > MAX_DEPTH:
@@ -198,21 +251,61 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
             for c in children if c.loc not in state.visited]
 
 
+async def _fetch(fetcher: Fetcher, state: ScanState, url: str, sink: Sink) -> FetchResult:
+    """Fetch `url`, unless its host was found unreachable earlier in this scan (no such
+    name, refused, connect timeout, refused by the guard, after the fetcher's own retries):
+    then it is an error at once rather than another round of connect attempts."""
+    origin = _origin(url)
+    dead = state.unreachable.get(origin)
+    if dead is not None:
+        return FetchResult(url, url, error=f"not fetched: {origin} could not be reached ({dead.error})",
+                           transient=dead.transient, unreachable=True)
+    fetched = await fetcher.fetch(url, sink)
+    if fetched.unreachable and origin:
+        state.unreachable.setdefault(origin, fetched)
+    return fetched
+
+
+def _origin(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1": the fetcher says what is wrong with it
+        return ""
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else ""
+
+
 def _sort(entries: list[Any], urls: list[SitemapUrl], children: list[ChildSitemap]) -> None:
     for entry in entries:
         (children if isinstance(entry, ChildSitemap) else urls).append(entry)
 
 
-def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome) -> None:
+def _file_error(fetched: FetchResult, parser: SitemapParser, unstorable: str | None,
+                listed: int, children: int) -> str | None:
+    """The file row's error: what went wrong, and for a file read in part, what cut it and
+    what was kept of it. None when the file was read whole and well (or we stopped reading
+    it ourselves, at max_urls)."""
+    kept = f"{children:,} child sitemaps kept" if children and not listed else f"{listed:,} URLs kept"
+    if unstorable:
+        return f"{unstorable}; {kept}"
+    if fetched.error:
+        return f"{fetched.error}: the file was cut short, {kept}" if fetched.truncated else fetched.error
+    if fetched.stopped or parser.truncated or parser.error is None:
+        return None
+    return f"{parser.error}; {kept}" if listed or children else parser.error
+
+
+def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome, *,
+           transient: bool) -> None:
     state.bytes += fetched.bytes_read
     state.truncated = state.truncated or outcome.truncated
     if outcome.kind:
         state.kinds[outcome.kind] += 1
-    if fetched.error or (outcome.error and not outcome.flag_only):
+    if outcome.error and not outcome.flag_only:
         if item.source == "well_known" and fetched.status in (404, 410):
             state.missing += 1
         else:
             state.errors += 1
-            state.first_error = state.first_error or f"{item.url}: {fetched.error or outcome.error}"
+            state.transient += transient
+            state.first_error = state.first_error or f"{item.url}: {outcome.error}"
     else:
         state.ok += 1
