@@ -166,11 +166,28 @@ SELECT count(*) FROM jobs WHERE parent_id = $1;
 
 -- name: detach_job :val
 -- The job's own work is done but it ends later (a batch ends with its last child):
--- no owner and no lease, so no worker holds it and the claim never takes it again.
+-- no owner and no lease, so no worker holds it and the claim does not take it while its
+-- children run. If they have all ended already, this completes the batch instead.
 -- $1 id, $2 owner.
-UPDATE jobs SET owner = NULL, lease_expires_at = NULL
- WHERE id = $1 AND owner = $2 AND status = 'processing'
-RETURNING id;
+SELECT sitemap_worker_detach($1, $2);
+
+-- name: enqueue_batch_children :exec
+-- A batch's children in one statement, in the order given. An entry with an error is
+-- inserted as already failed with it (an invalid domain): it shows in the batch's result
+-- and never runs, unless the batch is retried. $1 batch, $2 payloads (json text),
+-- $3 errors (null: runnable), $4 priority.
+INSERT INTO jobs (job_type, payload, priority, parent_id, status, error, finished_at)
+SELECT 'sitemap_scan', u.p::jsonb, $4, $1,
+       CASE WHEN u.e IS NULL THEN 'pending' ELSE 'failed' END, u.e,
+       CASE WHEN u.e IS NULL THEN NULL ELSE now() END
+  FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (p, e, n)
+ ORDER BY u.n;
+
+-- name: batch_result_if_ended :val
+-- The batch's result when every child has ended (json text), else null. $1 batch.
+SELECT CASE WHEN children_ended >= children_total
+            THEN sitemap_worker_batch_result(id)::text END
+  FROM jobs WHERE id = $1;
 
 -- name: bench_scan_stored :val
 -- $1 job.
