@@ -9,9 +9,10 @@ import asyncpg
 import psycopg
 import pytest
 
+from tests.conftest import admin_dsn, scratch_database
 from worker.migrate import migrate
 from worker.settings import Settings
-from worker.sql import migrations
+from worker.sql import migrations, q
 
 CONTRACT_COLUMNS = {
     "id", "job_type", "payload", "status", "progress", "result", "error", "attempts",
@@ -184,3 +185,46 @@ async def test_a_role_without_rights_on_url_rows_can_still_delete_files_and_jobs
         assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 0
     finally:
         await direct.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+async def test_migration_0008_brings_old_rows_inside_the_bounds_and_ends_stuck_batches(pg_server):
+    """On a database at 0007 holding a row that blocked every claim, out-of-range values
+    and a batch left 'processing' with all its children ended."""
+    with scratch_database(pg_server, "m8_") as name:
+        dsn = admin_dsn(pg_server, name)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(q("migrations_table"))
+            for version, text in migrations():
+                if version >= "0008":
+                    break
+                await conn.execute(text)
+                await conn.execute(q("record_migration"), version)
+            poison = await conn.fetchval("INSERT INTO jobs (job_type, payload, attempts)"
+                                         " VALUES ('noop', '{}', 2147483647) RETURNING id")
+            greedy = await conn.fetchval("INSERT INTO jobs (job_type, max_attempts, priority)"
+                                         " VALUES ('noop', 5000, 2147483647) RETURNING id")
+            stuck = await conn.fetchval("INSERT INTO jobs (job_type, payload, status)"
+                                        " VALUES ('sitemap_batch', '{}', 'processing') RETURNING id")
+            await conn.execute("INSERT INTO jobs (job_type, parent_id, status, result) VALUES"
+                               " ('sitemap_scan', $1, 'completed', '{\"url_count\": 4}'),"
+                               " ('sitemap_scan', $1, 'failed', NULL)", stuck)
+            applied = await migrate(dsn, Settings(database_url=dsn))
+            assert "0008_batch_counters" in applied
+            invalid = await conn.fetchval("SELECT count(*) FROM pg_constraint"
+                                          " WHERE conrelid = 'jobs'::regclass AND NOT convalidated")
+            assert invalid == 0
+            rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM jobs")}
+            assert rows[poison]["attempts"] == 10000
+            assert (rows[greedy]["max_attempts"], rows[greedy]["priority"]) == (1000, 1000000)
+            batch = rows[stuck]
+            assert (batch["status"], batch["progress"], batch["children_total"]) == ("completed", 1, 2)
+            result = json.loads(batch["result"])
+            assert (result["completed"], result["failed"], result["url_count"]) == (1, 1, 4)
+            # The row that blocked every claim now fails alone, with a message.
+            claimed = [r["id"] for r in await conn.fetch("SELECT * FROM sitemap_worker_claim('w', 10, 30)")]
+            assert claimed == [greedy]
+            row = await conn.fetchrow("SELECT status, error FROM jobs WHERE id = $1", poison)
+            assert row["status"] == "failed" and "limit of 10000" in row["error"]
+        finally:
+            await conn.close()
