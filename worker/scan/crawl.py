@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..context import JobContext
-from ..errors import PermanentJobError, RetryableJobError, describe
+from ..errors import PermanentJobError, RetryableJobError, describe, storable
 from .fetch import Fetcher, FetchResult, Sink
 from .model import ChildSitemap, SitemapUrl
 from .parse import SitemapParser
@@ -159,7 +159,7 @@ async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[s
                                      cut=result.truncated)
                 listed = robots.sitemaps
                 if robots.cut:
-                    warnings.append(_robots_cut(result, len(body)))
+                    warnings.append(storable(_robots_cut(result, len(body))))
             break
     if len(unreachable) == len(target.origins):
         failure = RetryableJobError if all(r.transient for _, r in unreachable) else PermanentJobError
