@@ -307,3 +307,23 @@ async def test_an_index_pointing_at_a_dead_host_asks_it_only_until_it_is_known_d
     assert done.fetches <= site_fetches + 4
     assert done.result["error_count"] == 20 and done.locs == [f"{o}/p"]
     await assert_agrees_with_rows(direct, done)
+
+
+async def test_batch_totals_count_the_urls_of_a_flawed_only_sitemap(site, pool, make_settings, direct):
+    """The batch's sums come from its children's results: a child that stored URLs must
+    complete and count them, or the batch leaves them out."""
+    o = site.origin
+    site.add("/sitemap.xml", urlset(*(f"{o}/page-{i:04}" for i in range(200))))
+    batch = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_batch', $1::jsonb) RETURNING id",
+        json.dumps({"domains": [o]}))
+    worker = Worker(pool, make_settings(allow_private_networks=True, fetch_max_bytes=4096),
+                    default_registry(), concurrency=1, burst=True)
+    await asyncio.wait_for(worker.run(), 60)
+    parent = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", batch)
+    stored = await direct.fetchval(
+        "SELECT count(*) FROM sitemap_urls u JOIN jobs j ON j.id = u.job_id WHERE j.parent_id = $1", batch)
+    assert parent["status"] == "completed" and 0 < stored < 200
+    result = json.loads(parent["result"])
+    assert (result["completed"], result["failed"]) == (1, 0)
+    assert (result["url_count"], result["error_count"]) == (stored, 1)
