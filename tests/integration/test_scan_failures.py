@@ -157,6 +157,20 @@ async def test_sitemap_lines_of_a_huge_robots_txt_are_read_up_to_the_cap(site, p
     await assert_agrees_with_rows(direct, done)
 
 
+async def test_a_robots_txt_cut_short_gives_its_complete_lines(raw, pool, make_settings, direct):
+    o = raw.origin
+    body = f"Sitemap: {o}/a.xml\nSitemap: {o}/b.x".encode()  # the connection drops mid-line
+    raw.add("/robots.txt", response(200, body, length=len(body) + 100, content_type=b"text/plain"))
+    raw.add("/a.xml", response(200, urlset(f"{o}/p")))
+    done = await scan(pool, make_settings, direct, o)
+    assert done.job["status"] == "completed", done.job["error"]
+    assert done.files["/a.xml"]["source"] == "robots" and "/b.x" not in done.files
+    assert done.locs == [f"{o}/p"]
+    [warning] = done.result["warnings"]
+    assert warning.startswith("robots.txt was cut short (broken response body: ")
+    assert warning.endswith(f"only the Sitemap: lines in its first {len(body)} bytes were read")
+
+
 # Items 5 and 6: a flawed only sitemap; a body cut short ----------------------------------
 
 
