@@ -50,7 +50,7 @@ class _Sniff:
     encoding: str = "utf-8"
     error: str | None = None
     blank: tuple[int, int] | None = None  # byte span of the root's default xmlns="…" to blank out
-    root: str = ""  # the root element's local name as written
+    root: str = ""  # the root element's name as written, prefix included
 
 
 def _scan_prolog(text: str, final: bool) -> tuple[str, str, int] | None:
@@ -139,13 +139,13 @@ def sniff(head: bytes, final: bool) -> _Sniff | None:
     if what == "root":
         if local in _ROOT_KINDS:
             if encoding != "utf-8":
-                return _Sniff(_ROOT_KINDS[local], root=name.rpartition(":")[2])
+                return _Sniff(_ROOT_KINDS[local], encoding=encoding, root=name)
             tag = _START_TAG.match(stripped, index)
             if tag is None and ">" not in stripped[index:] and not final and len(head) <= MAX_PROLOG:
                 return None  # wait for the whole root start tag
             xmlns = _DEFAULT_NS.search(stripped, index, tag.end()) if tag else None
             blank = (start + xmlns.start() + 1, start + xmlns.end()) if xmlns else None
-            return _Sniff(_ROOT_KINDS[local], start, blank=blank, root=name.rpartition(":")[2])
+            return _Sniff(_ROOT_KINDS[local], start, blank=blank, root=name)
         if local in _HTML_ROOTS:
             return _Sniff("html", error=HTML_ERROR)
         return _Sniff("unknown", error=f"unexpected root element <{name}>, not a sitemap")
@@ -165,6 +165,10 @@ class SitemapParser:
     After close(): ``kind``, ``error``, ``truncated``, ``url_count``,
     ``skipped``, ``bytes_in`` (as fed) and ``bytes_out``
     (after gunzip, at most ``max_uncompressed_bytes``).
+
+    ``charset``: the charset of the response's Content-Type, if any. Only a
+    plain-text sitemap uses it, for a line that is not UTF-8 (XML declares
+    its own encoding).
     """
 
     def __init__(
@@ -173,8 +177,10 @@ class SitemapParser:
         *,
         max_urls: int = 50_000,
         max_uncompressed_bytes: int = 50 * 1024 * 1024,
+        charset: str | None = None,
     ) -> None:
         self.base_url = base_url
+        self.charset = charset  # may be set until the first feed()
         self.max_urls = max_urls
         self.max_uncompressed_bytes = max_uncompressed_bytes
         self.kind: Kind = "unknown"
@@ -219,29 +225,37 @@ class SitemapParser:
         if not self._done and chunk:
             yield from self._write(bytes(chunk), 0)
 
-    def close(self) -> list[Entry]:
-        """End of input: flush what is left and settle kind/error/truncated."""
+    def close(self, cut: bool = False) -> list[Entry]:
+        """End of input: flush what is left and settle kind/error/truncated.
+
+        Pass ``cut=True`` whenever the body did not arrive whole: the
+        download's byte cap, a dropped connection, a timeout mid-body, a
+        download stopped early. A plain-text sitemap's last line without its
+        newline is then dropped (it may be a partial URL); XML needs no hint,
+        its structure shows a cut. A cut gzip and the uncompressed cap are
+        detected here anyway.
+        """
         if self._closed:
             return []
         self._closed = True
         out: list[Entry] = []
-        for batch in self._finish():
+        for batch in self._finish(cut):
             out += batch
         self._done = True
         return out
 
-    def _finish(self) -> Iterator[list[Entry]]:
+    def _finish(self, cut: bool) -> Iterator[list[Entry]]:
+        if self._done:  # stopped earlier: that reason stands
+            return
         while self._stream is None and not self._done:
             layers = len(self._layers)
             yield from self._sniff(final=True)  # decides, or unwraps one more gzip layer
             if len(self._layers) == layers:
                 break
-        if self._done:
-            return
         truncated_gzip = next((e for e in (g.close_error() for g in self._layers) if e), None)
-        if self._stream is not None:
-            yield from self._checked([self._stream.close(cut=truncated_gzip is not None)])
-        if truncated_gzip:
+        if self._stream is not None and not self._done:
+            yield from self._checked([self._stream.close(cut=cut or truncated_gzip is not None)])
+        if truncated_gzip:  # said first: it explains whatever else went wrong
             self.error = f"{truncated_gzip}; {self.error}" if self.error else truncated_gzip
 
     def _write(self, data: bytes, depth: int) -> Iterator[list[Entry]]:
@@ -296,9 +310,12 @@ class SitemapParser:
             self._stop(found.error)
             return
         if found.kind == "text":
-            self._stream = TextStream(self.base_url, self.max_urls, found.encoding)
+            self._stream = TextStream(self.base_url, self.max_urls, found.encoding, self.charset)
         else:
-            self._stream = XmlStream(found.kind, self.base_url, self.max_urls, found.root)
+            codec = found.encoding
+            if codec == "utf-16":  # the BOM says which; the end tag is searched as bytes
+                codec = "utf-16-le" if head.startswith(codecs.BOM_UTF16_LE) else "utf-16-be"
+            self._stream = XmlStream(found.kind, self.base_url, self.max_urls, found.root, codec)
         if found.blank:
             # Element names are matched by local name anyway, and lxml builds
             # "{ns}name" strings on every .tag access: dropping the root's
@@ -331,5 +348,7 @@ class SitemapParser:
             f"uncompressed size exceeds max_uncompressed_bytes={self.max_uncompressed_bytes:,}",
             truncated=True,
         )
+        if self._stream is None and not bytes(self._head).startswith(GZIP_MAGIC[:1]):
+            yield from self._sniff(final=True)  # the bytes up to the cap may be all there is
         if self._stream is not None:
             yield from self._checked([self._stream.close(cut=True)])  # the cap message stays the error

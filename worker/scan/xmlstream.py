@@ -12,6 +12,16 @@ cheapest pull mode that is still exact:
 
 Child elements are matched by local name through a per-document tag cache
 (one dict lookup per child), so namespace variants cost nothing extra.
+
+What libxml2 reports around an error or at the end of input differs between
+versions (2.14 with lxml 6.2 sends 'end' events for every element still open
+when the parser is closed, even after an error), so an entry leaves only on
+proof that holds everywhere: it was completed by a feed that raised nothing
+and logged no fatal error (``feed_error_log``). Nothing read after a failed
+feed or a failed close() is used. The last root child of a flat document is
+held back until a later sibling starts or the root's end tag is parsed; at
+the end of input, a synthetic root end tag tells a file cut between two
+entries (the last one is whole) from one cut inside an entry.
 """
 
 from __future__ import annotations
@@ -57,15 +67,38 @@ SLICE = 64 * 1024  # bytes per lxml feed: bounds the tree between two sweeps
 DOCTYPE_ERROR = "DOCTYPE not allowed (DTD and entity declarations are refused)"
 _ENTRY = {"urlset": "url", "index": "sitemap", "rss": "item", "atom": "entry"}
 _MEMO_LIMIT = 4096
+_RECENT = 64  # bytes kept from the end of the input
+_TAG_NAME = re.compile(r"[A-Za-z_][-\w.:]*\s*")
+_ERROR, _FATAL = etree.ErrorLevels.ERROR, etree.ErrorLevels.FATAL
+_NAMESPACE = etree.ErrorDomains.NAMESPACE
+_SWALLOWED = frozenset((etree.ErrorTypes.ERR_UNDECLARED_ENTITY, etree.ErrorTypes.WAR_UNDECLARED_ENTITY))
 
 
 class XmlStream:
     """One XML document of a known kind, fed in byte chunks."""
 
-    def __init__(self, kind: Kind, base_url: str, max_urls: int, root: str = "") -> None:
+    def __init__(
+        self, kind: Kind, base_url: str, max_urls: int, root: str = "", codec: str = "utf-8"
+    ) -> None:
+        """root: the root's name as written, prefix included (tag filters are
+        case-sensitive); codec: an ASCII-compatible codec or utf-16-le/-be, to
+        spell the root's end tag in the document's own bytes."""
         self._flat = kind in ("urlset", "index")
-        if self._flat:  # root: the root's local name as written (tag filters are case-sensitive)
-            tag = "{*}" + (root or {"urlset": "urlset", "index": "sitemapindex"}[kind])
+        qname = root or {"urlset": "urlset", "index": "sitemapindex", "rss": "rss", "atom": "feed"}[kind]
+        self._qname = qname
+        self._end_tag = f"</{qname}".encode(codec)  # spotted in each slice (see _root_end_cuts)
+        prefix = qname.rpartition(":")[0] + ":" if ":" in qname and kind in ("urlset", "index") else ""
+        self._entry_end = f"</{prefix}{_ENTRY[kind]}>".encode(codec)  # where the root's end tag may follow
+        self._gt = ">".encode(codec)
+        self._codec = codec
+        self._tail = b""  # the last bytes of the previous slice: an end tag may straddle two
+        self._recent = b""  # the last bytes fed, to see at close whether input ends in a start tag
+        self._fake_last = False  # close() completed a cut start tag: that last child is not real
+        self._await_gt = False  # the root end tag's name was seen, its '>' not yet
+        self._logged = 0  # feed_error_log entries already looked at
+        self._warning: str | None = None  # first non-fatal (namespace) error, reported at close
+        if self._flat:
+            tag = "{*}" + qname.rpartition(":")[2]
             self._parser = etree.XMLPullParser(events=("start", "end"), tag=tag, **PARSER_OPTIONS)
         else:
             self._parser = etree.XMLPullParser(events=("end",), tag="{*}" + _ENTRY[kind], **PARSER_OPTIONS)
@@ -98,52 +131,162 @@ class XmlStream:
         """Yield the entries completed by data, one batch per <= 64 KiB slice."""
         for start in range(0, len(data), SLICE):
             piece = data[start : start + SLICE]
-            try:
-                self._parser.feed(piece)
-            except etree.XMLSyntaxError as exc:
-                self._fail(exc, len(piece))
             out: list[Entry] = []
-            self._drain(out, final=False)
+            cuts = self._root_end_cuts(piece)
+            parts = [piece[a:b] for a, b in zip([0, *cuts], [*cuts, len(piece)]) if a < b] if cuts else (piece,)
+            for part in parts:
+                problem = self._push(part)
+                if problem is not None:
+                    self._fail(problem, len(piece))
+                    self._drain(out, trusted=False)  # entries followed by a sibling built before the error
+                    break
+                self._drain(out)
+                if self.error:
+                    break
             self._fed += len(piece)
+            self._recent = piece[-_RECENT:] if len(piece) >= _RECENT else (self._recent + piece)[-_RECENT:]
             yield out
             if self.error or self.full:
                 return
 
     def close(self, cut: bool = False) -> list[Entry]:
-        """End of input. libxml2 itself tells a whole last entry from a cut one,
-        so `cut` (input known to be truncated) needs no special handling here."""
+        """End of input: the entries only the end can prove complete.
+
+        `cut` (the body is known to be truncated: a byte cap, a dropped
+        connection, a cut gzip) changes nothing here: the XML itself shows
+        whether the last entry is whole; an unproven one is dropped either way.
+        """
         out: list[Entry] = []
-        root = None
+        if self.error is not None:  # lxml ended this parse already: never feed it again
+            return out
+        root = self._root
+        if self._flat and root is not None and not self._root_closed:
+            # The input stops inside the root. Closing the root by hand succeeds
+            # without an error only if nothing else was left open, i.e. the
+            # file was cut between two entries and the last one is whole.
+            suffix, self._fake_last = _closing(self._recent.decode(self._codec, "ignore"), self._qname)
+            problem = self._push(suffix.encode(self._codec))
+            if problem is None:
+                self._drain(out)
+            where = f"byte {self._fed:,}"
+            if self._root_closed:
+                self.error = f"malformed XML: input ends before the end tag </{self._qname}> ({where})"
+            elif problem is not None or self.error is not None:
+                self.error = self.error or f"malformed XML: input ends inside an unfinished element ({where})"
+                return out
+            # else: the end tag was swallowed (an open comment, CDATA, entity
+            # reference): libxml2's own message below says what was left open.
         try:
             root = self._parser.close()
-            complete = True
+            problem = self._logged_problem()
         except etree.XMLSyntaxError as exc:
-            self._fail(exc, 0)
-            # Input ended with only the root left open (a file cut between two
-            # entries): the last entry's end tag was parsed, so it is whole.
-            # libxml2 names the innermost open element in this message; any
-            # other end-of-input error means the last entry is incomplete.
-            match = _EOF_IN_TAG.match(exc.msg)
-            complete = bool(match and self._root is not None and _same_name(match[1], self._root.tag))
-        if self.error is None and root is not None and _has_dtd(root):
+            problem = exc.msg or "syntax error"
+        if problem is not None:
+            self.error = self.error or f"malformed XML: {problem} (reported at end of input, byte {self._fed:,})"
+            return out
+        if root is not None and _has_dtd(root):
             self.error = DOCTYPE_ERROR  # nothing was emitted: every drain checks first
-        if self.error is None or not self.error.startswith("DOCTYPE"):
-            self._drain(out, final=complete)
+            return out
+        self._drain(out)  # events of a close() that succeeded: the document is whole
+        if self._flat and not self._root_closed and self.error is None:
+            self.error = f"malformed XML: no end tag </{self._qname}> (byte {self._fed:,})"
+        if self.error is None:
+            self.error = self._warning
         return out
 
-    def _fail(self, exc: etree.XMLSyntaxError, size: int) -> None:
+    def _push(self, data: bytes) -> str | None:
+        """Feed lxml; None when the feed raised nothing and logged nothing fatal,
+        else libxml2's message (lxml has then ended the parse)."""
+        try:
+            self._parser.feed(data)
+        except etree.XMLSyntaxError as exc:
+            return exc.msg or "syntax error"
+        return self._logged_problem()
+
+    def _logged_problem(self) -> str | None:
+        """The first fatal error lxml logged without raising it (with resolve_entities
+        off it swallows undeclared entities, ending the parse all the same).
+        Namespace errors only flag the file: libxml2 goes on and the text is intact."""
+        log = self._parser.feed_error_log
+        size = len(log)
+        if size < self._logged:
+            return "the parser restarted"  # a new run: the log was cleared
+        problem = None
+        for i in range(self._logged, size):
+            entry = log[i]
+            if entry.level < _ERROR and entry.type not in _SWALLOWED:
+                continue
+            if entry.domain == _NAMESPACE and entry.level < _FATAL and entry.type not in _SWALLOWED:
+                self._warning = self._warning or f"malformed XML: {entry.message}"
+                continue
+            problem = entry.message or "syntax error"
+            break
+        self._logged = size
+        return problem
+
+    def _root_end_cuts(self, piece: bytes) -> list[int]:
+        """Offsets in piece just past the '>' of the root's end tag (any match).
+
+        Stray bytes after the root ("Extra content at the end of the
+        document") fail the feed that holds them; feeding the bytes up to the
+        end tag on their own lets the root's end be seen by a feed without an
+        error, so every entry before it is kept. Splitting a feed anywhere is
+        harmless, so a false match (a nested element of the same name) costs
+        nothing but one more feed call.
+        """
+        needle, gt = self._end_tag, self._gt
+        cuts: list[int] = []
+        pos = 0
+        if self._await_gt:
+            end = piece.find(gt)
+            if end >= 0:
+                cuts.append(pos := end + len(gt))
+                self._await_gt = False
+        elif self._tail:  # a match that starts in the previous slice
+            head = self._tail + piece[: len(needle) - 1]
+            i = head.find(needle)
+            if i >= 0:
+                pos = i + len(needle) - len(self._tail)
+                end = piece.find(gt, pos)
+                if end >= 0:
+                    cuts.append(pos := end + len(gt))
+                else:
+                    self._await_gt = True
+        if not self._await_gt:
+            # The root's end tag follows the last entry's: looking there first
+            # keeps the scan to a few bytes per slice. Once one is there, the
+            # whole slice is searched (a second document may follow the first).
+            anchor = piece.rfind(self._entry_end)
+            i = piece.find(needle, max(pos, anchor))
+            if i >= 0 and anchor > pos:
+                i = piece.find(needle, pos)
+            while i >= 0:
+                end = piece.find(gt, i + len(needle))
+                if end < 0:
+                    self._await_gt = True
+                    break
+                cuts.append(end + len(gt))
+                i = piece.find(needle, end)
+        keep = len(needle) - 1
+        self._tail = piece[-keep:] if len(piece) >= keep else (self._tail + piece)[-keep:]
+        return cuts
+
+    def _fail(self, message: str, size: int) -> None:
         # libxml2 positions are wrong for some errors (undeclared entities) and
         # lxml's error_log stays empty in push mode, so the byte range of the
         # slice being parsed is given as a reliable bracket.
-        where = (
-            f"bytes {self._fed:,}-{self._fed + size:,}"
-            if size
-            else f"reported at end of input, byte {self._fed:,}"
-        )
-        self.error = f"malformed XML: {exc.msg} ({where})"
+        self.error = f"malformed XML: {message} (bytes {self._fed:,}-{self._fed + size:,})"
 
-    def _drain(self, out: list[Entry], final: bool) -> None:
-        """Turn every completed entry into output, then delete it from the tree."""
+    def _drain(self, out: list[Entry], trusted: bool = True) -> None:
+        """Turn every completed entry into output, then delete it from the tree.
+
+        trusted: the feed (or close) raised nothing, so its events are the
+        parser's own account of a well-formed prefix. After a failed feed no
+        'end' event counts (libxml2 2.14 may report elements it never saw
+        end); an entry is complete only if a later sibling had started, which
+        libxml2 cannot build after the error (without RECOVER it builds no
+        node past the first fatal error, as XML 1.0 §1.2 requires).
+        """
         if self._flat:
             for event, el in self._parser.read_events():
                 # The filter matches the root's name at any depth: only the
@@ -154,7 +297,7 @@ class XmlStream:
                         self.error = DOCTYPE_ERROR
                         return
                     self._root = el
-                elif event == "end" and el is self._root:
+                elif event == "end" and el is self._root and trusted:
                     self._root_closed = True
             root = self._root
             count = len(root) if root is not None else 0
@@ -162,14 +305,14 @@ class XmlStream:
                 return
             # All root children but the last are complete (libxml2 builds in
             # document order); the last one is complete only once the root
-            # is, or when the input ended right after it (see close()). An
-            # entry is never emitted before its end tag was parsed. Entries
-            # are picked out by lxml's C-level tag filter.
-            last = None if final or self._root_closed else root[-1]
+            # is (see close() for input that ends before that). An entry is
+            # never emitted before its end tag was parsed. Entries are picked
+            # out by lxml's C-level tag filter.
+            last = None if self._root_closed and not self._fake_last else root[-1]
             self._handle(root.iterchildren(self._entry_tags), last, out)
             del root[: count if last is None else count - 1]  # entries and stray siblings
         else:
-            done = [el for _, el in self._parser.read_events()]
+            done = [el for _, el in self._parser.read_events() if trusted or el.getnext() is not None]
             if not done:
                 return
             if self._root is None:
@@ -353,11 +496,28 @@ class XmlStream:
             out.append(SitemapUrl(accepted[0], lastmod, lastmod_at, raw_loc=accepted[1]))
 
 
-_EOF_IN_TAG = re.compile(r"Premature end of data in tag (\S+) line")
+def _closing(text: str, qname: str) -> tuple[str, bool]:
+    """Bytes that close the root right where text (the end of the input) stops,
+    and whether they add a stand-in last child.
 
-
-def _same_name(qname: str, tag: str) -> bool:
-    return qname.rpartition(":")[2] == ext.local_name(tag)
+    Feeding them is a test, not a repair: the parser accepts them without an
+    error only if the input stopped between two root children (or inside the
+    root's own end tag). A start tag cut after its name ("<ur") is closed
+    first ("<ur/>"): the real last entry then has a sibling, and the
+    stand-in, never emitted, is the last child.
+    """
+    end_tag = f"/{qname}"
+    start = text.rfind("<")
+    partial = text[start + 1 :] if start >= 0 and ">" not in text[start:] else None
+    if partial is None:
+        return f"</{qname}>", False
+    if end_tag.startswith(partial):  # "<", "</", "</urls": finish the root's end tag
+        return end_tag[len(partial) :] + ">", False
+    if partial.startswith(end_tag) and not partial[len(end_tag) :].strip():
+        return ">", False
+    if _TAG_NAME.fullmatch(partial):
+        return f"/></{qname}>", True
+    return f"</{qname}>", False
 
 
 def _has_dtd(el: Any) -> bool:

@@ -906,7 +906,7 @@ def test_plain_text_sitemap() -> None:
         "https://example.com/a",
         "https://example.com/b?x=1&y=2",
         "HTTP://EXAMPLE.COM/UP",
-        "https://example.com/\ufffd\ufffd",
+        "https://example.com/ÿþ",  # not UTF-8: read as windows-1252, never U+FFFD
         "https://example.com/last",
     ]
 
