@@ -78,8 +78,9 @@ class Worker:
         self.running: dict[int, Running] = {}
         self.metrics = metrics or Metrics()
         self.metrics.watch(running=lambda: len(self.running))
-        self.outcomes = OutcomeWriter(pool, settings, self.owner, self.metrics)
+        self.outcomes = OutcomeWriter(pool, settings, self.owner, self.metrics, on_settled=self.wake)
         self.stopping = asyncio.Event()
+        self._stop_deadline: float | None = None  # loop time by which run() must return
         self._wake = asyncio.Event()
         self._notified = False
         self._claims_begun = self._claims_ended = 0
@@ -106,38 +107,96 @@ class Worker:
         by that connect's catch-up claim: it is there to be woken for."""
         target = self._claims_begun + 1
         self.wake()
-        while (self._claims_ended < target and len(self.running) < self.concurrency
+        while (self._claims_ended < target and self.held() < self.concurrency
                and not self.stopping.is_set()):
             self._claim_ended.clear()
             await self._claim_ended.wait()
 
     def request_stop(self) -> None:
+        if self._stop_deadline is None:
+            self._stop_deadline = (asyncio.get_running_loop().time()
+                                   + self.settings.shutdown_grace.total_seconds())
         self.stopping.set()
         self._wake.set()
+
+    def held(self) -> int:
+        """Jobs this worker holds: running, or ended with their outcome not yet written.
+        A slot is free only once its job's outcome is written, so a slow outcome writer
+        slows claiming down instead of piling up claimed jobs."""
+        return len(self.running) + self.outcomes.held
+
+    def remaining_grace(self) -> float | None:
+        """Seconds left of the shutdown grace (None: no stop was requested)."""
+        if self._stop_deadline is None:
+            return None
+        return self._stop_deadline - asyncio.get_running_loop().time()
 
     # -- main loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
         writer = asyncio.create_task(self.outcomes.run(), name="outcome-writer")
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        claims = asyncio.create_task(self._loop(), name="claim-loop")
+        cancelled = False  # from outside: no waiting for anything then
         try:
-            await self._loop()
+            await self._until_stopped(claims)
             await self._shutdown()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
+            claims.cancel()
+            if not cancelled:
+                await self._drain_outcomes(writer)  # the heartbeat keeps their leases meanwhile
             heartbeat.cancel()
-            await self.outcomes.wait_idle()
             writer.cancel()
-            await asyncio.gather(heartbeat, writer, return_exceptions=True)
+            await _wait_ended([heartbeat, writer], 0 if cancelled else self._time_left(0.125))
             for resource in self.resources.values():
                 close = getattr(resource, "close", None)
                 if close is not None:
                     await close()
 
+    async def _until_stopped(self, claims: asyncio.Task[None]) -> None:
+        """Until the claim loop ends (burst) or a stop is requested; then the loop's claim
+        in flight may end, but not past the time the jobs have (a database that does not
+        answer must not eat the grace): it is cut short then, and rolls back."""
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([claims, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not claims.done():
+            await _wait_ended([claims], self._time_left(1.0))
+        if claims.done() and not claims.cancelled():
+            claims.result()  # the loop's own error, if any
+
+    def _time_left(self, reserve_share: float) -> float | None:
+        """Seconds until the shutdown deadline less `reserve_share` of the hand-over
+        reserve (None: no stop requested, no deadline)."""
+        left = self.remaining_grace()
+        if left is None:
+            return None
+        grace = self.settings.shutdown_grace.total_seconds()
+        return max(left - reserve_share * min(HANDOVER_RESERVE, grace / 4), 0.0)
+
+    async def _drain_outcomes(self, writer: asyncio.Task[None]) -> None:
+        """Every submitted outcome written; when stopping, only until a quarter of the
+        reserve is left, so the exit still fits in the grace."""
+        idle = asyncio.ensure_future(self.outcomes.wait_idle())
+        try:
+            await asyncio.wait([idle, writer], timeout=self._time_left(0.25),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+        if not self.outcomes.idle:
+            log.warning("shutdown grace ran out with %d job outcome(s) not written: their leases "
+                        "expire and other workers run them again", self.outcomes.held)
+
     async def _loop(self) -> None:
         while not self.stopping.is_set():
             self._wake.clear()
             notified, self._notified = self._notified, False
-            free = self.concurrency - len(self.running)
+            free = self.concurrency - self.held()
             got = 0
             if free > 0:
                 # Read before claiming: an outcome written during the claim (a retry) may
@@ -260,18 +319,22 @@ class Worker:
     # -- leases ---------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Renew every running job's lease in one statement; a job missing from the answer
-        was cancelled from SQL or taken over, so its task is stopped."""
+        """Renew the lease of every job this worker holds, running or waiting for its
+        outcome write, in one statement; a running job missing from the answer was
+        cancelled from SQL or taken over, so its task is stopped. (An outcome the answer
+        misses is written anyway: its guarded write touches nothing.)"""
         interval = self.settings.heartbeat_interval.total_seconds()
         failing = False
         while True:
             await asyncio.sleep(interval)
-            ids = list(self.running)
-            if not ids:
-                continue
             try:
-                rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
-                    self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids), durable=False)
+                async with self.outcomes.gate:  # see OutcomeWriter.gate
+                    ids = [*self.running, *self.outcomes.renewable()]
+                    if not ids:
+                        continue
+                    rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
+                        self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids),
+                        durable=False)
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
@@ -294,19 +357,27 @@ class Worker:
         """Stop claiming; give running jobs the grace period, less the time kept back for the
         hand-over, to reach a phase boundary or finish; then hand what is left back to
         pending without burning an attempt. The whole shutdown fits in the grace period,
-        as an orchestrator's kill deadline (Kubernetes' terminationGracePeriodSeconds,
-        docker stop -t) expects."""
+        counted from the stop request, as an orchestrator's kill deadline (Kubernetes'
+        terminationGracePeriodSeconds, docker stop -t) expects."""
         if not self.running:
             return
-        grace = self.settings.shutdown_grace.total_seconds()
-        for_jobs = grace - min(HANDOVER_RESERVE, grace / 4)
-        log.info("stopping: waiting up to %.1f s for %d running job(s)", for_jobs, len(self.running))
+        if self._stop_deadline is None:
+            self.request_stop()
+        log.info("stopping: waiting up to %.1f s for %d running job(s)", self._time_left(1.0),
+                 len(self.running))
         tasks = [r.task for r in self.running.values()]
-        await asyncio.wait(tasks, timeout=for_jobs)
+        await _wait_ended(tasks, self._time_left(1.0))
         for running in list(self.running.values()):
             running.cancel_reason = "shutdown"
             running.task.cancel()
         # A cancelled job first lets its statement in flight end (db.run_to_end), which takes
         # milliseconds unless the database is in trouble: half the reserve at most, so the
         # hand-over still fits. A job not back by then keeps its lease until it expires.
-        await asyncio.wait(tasks, timeout=min(HANDOVER_RESERVE, grace / 4) / 2)
+        await _wait_ended(tasks, self._time_left(0.5))
+
+
+async def _wait_ended(tasks: list[asyncio.Task[None]], timeout: float | None) -> None:
+    """asyncio.wait that takes no tasks and a timeout of None (no deadline) alike."""
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

@@ -3,6 +3,11 @@
 Completions queue up while a flush is in flight and go out together in one statement (like
 group commit, with no timer). If a batch statement fails, each job is written alone, so one
 bad row can never roll back another job's status.
+
+A job stays the worker's until its outcome is written: it holds a slot (the engine counts
+`held`), and its lease is renewed by the heartbeat while it waits (`renewable`). The write
+in flight is the exception: its rows are locked by that very statement (a claim skips
+locked rows), and a renewal would only queue behind it. `gate` keeps the two apart.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,32 +44,46 @@ class Outcome:
     error: str | None = None
     delay: float = 0.0
     duration: float = field(default=0.0)
+    settled: bool = False  # written, or known not to be ours any more, or given up on
 
 
 class OutcomeWriter:
     """Owns the final-status writes of one worker."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, owner: str,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *,
+                 on_settled: Callable[[], None] | None = None) -> None:
         self._pool = pool
         self._metrics = metrics or Metrics()
         self._settings = settings
         self._owner = owner
+        self._on_settled = on_settled or (lambda: None)
         self._queue: list[Outcome] = []
-        self._writing: list[Outcome] = []
+        self._held: dict[int, Outcome] = {}  # submitted, not yet settled
+        self._in_statement: frozenset[int] = frozenset()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Taken by a lease renewal for its whole statement and by each write before it
+        # begins: a renewal never waits on a row that a write has locked, and a write
+        # never waits on a renewal's row locks (nor can the two deadlock).
+        self.gate = asyncio.Lock()
         self.written = 0
 
     def submit(self, outcome: Outcome) -> None:
         self._queue.append(outcome)
+        self._held[outcome.job.id] = outcome
         self._idle.clear()
         self._ready.set()
 
     @property
     def idle(self) -> bool:
         return self._idle.is_set()
+
+    @property
+    def held(self) -> int:
+        """Jobs whose outcome is not written yet: each still holds a worker slot."""
+        return len(self._held)
 
     async def wait_idle(self) -> None:
         """Until every submitted outcome is written (or given up on)."""
@@ -74,38 +95,55 @@ class OutcomeWriter:
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
-                self._writing, self._queue = self._queue, []
-                await self._write_with_retry(self._writing)
-                self._writing = []
+                batch, self._queue = self._queue, []
+                await self._write_with_retry(batch)
             self._idle.set()
 
     def unwritten(self) -> list[int]:
         """Jobs whose outcome is queued or being written: still this worker's, whatever
         their lease says."""
-        return [o.job.id for o in (*self._writing, *self._queue)]
+        return list(self._held)
+
+    def renewable(self) -> list[int]:
+        """Held jobs whose rows no write of ours has in hand: the heartbeat renews these
+        (call it under `gate`)."""
+        return [job_id for job_id in self._held if job_id not in self._in_statement]
+
+    @asynccontextmanager
+    async def _statement(self, outcomes: list[Outcome]) -> AsyncIterator[None]:
+        """Marks the rows one write statement is about to lock (see `gate`)."""
+        async with self.gate:
+            self._in_statement = frozenset(o.job.id for o in outcomes)
+        try:
+            yield
+        finally:
+            self._in_statement = frozenset()
 
     async def _write_with_retry(self, batch: list[Outcome]) -> None:
-        """A dead connection or database is waited out (the lease covers the gap; once it
-        expires another worker re-runs the job, and our guarded write then touches nothing)."""
+        """A dead connection, or a statement the database could not finish (a timeout, a
+        deadlock, a lock it gave up on), is retried for what is not written yet; the
+        heartbeat keeps the jobs' leases meanwhile. After a whole lease of failures the rest
+        is given up: once their leases expire, another worker re-runs those jobs, and our
+        guarded write would then touch nothing."""
         delay, deadline = 0.05, asyncio.get_running_loop().time() + self._settings.lease.total_seconds()
-        while True:
+        while todo := [o for o in batch if not o.settled]:
             try:
-                await self._write(batch)
+                await self._write(todo)
                 return
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
+                if not _transient(exc):  # not the connection: never the end of the writer
+                    log.error("cannot write %d job outcome(s): %s", len(todo), describe(exc),
+                              exc_info=not isinstance(exc, asyncpg.PostgresError))
+                    self._settle([o for o in todo if not o.settled])
+                    return
                 if asyncio.get_running_loop().time() + delay > deadline:
-                    log.error("giving up writing %d job outcome(s): %s", len(batch), describe(exc))
+                    log.error("giving up writing %d job outcome(s): %s", len(todo), describe(exc))
+                    self._settle([o for o in todo if not o.settled])
                     return
                 if delay == 0.05:
                     log.warning("cannot write job outcomes yet (%s); retrying", describe(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception as exc:  # not the connection: never the end of the writer
-                # What was not written is recovered like a lost worker's job: its lease
-                # expires and a claim (ours included: it is no longer unwritten) re-runs it.
-                log.error("cannot write %d job outcome(s): %s", len(batch), describe(exc),
-                          exc_info=not isinstance(exc, asyncpg.PostgresError))
-                return
 
     async def _write(self, batch: list[Outcome]) -> None:
         completed = [o for o in batch if o.kind == "completed"]
@@ -119,13 +157,16 @@ class OutcomeWriter:
                 await self._write_one(outcome)
 
     async def _complete(self, chunk: list[Outcome]) -> None:
+        chunk = [o for o in chunk if not o.settled]
+        if not chunk:
+            return
         try:
-            async with db.pooled_transaction(self._pool, self._settings) as conn:
+            async with self._statement(chunk), db.pooled_transaction(self._pool, self._settings) as conn:
                 rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in chunk],
                                         [_dump(o.result) for o in chunk])
-        except CONNECTION_ERRORS:
-            raise
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:
+            if _transient(exc) or not isinstance(exc, asyncpg.PostgresError):
+                raise
             if len(chunk) > 1:  # isolate the bad row
                 for outcome in chunk:
                     await self._complete([outcome])
@@ -134,17 +175,18 @@ class OutcomeWriter:
             only = chunk[0]
             await self._write_one(Outcome(only.job, "failed", duration=only.duration,
                                           error=f"could not store result: {describe(exc)}"))
+            self._settle([only])
             return
         self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
-        async with db.pooled_transaction(self._pool, self._settings) as conn:
+        async with self._statement(outcomes), db.pooled_transaction(self._pool, self._settings) as conn:
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
         self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
-        async with db.pooled_transaction(self._pool, self._settings) as conn:
+        async with self._statement([outcome]), db.pooled_transaction(self._pool, self._settings) as conn:
             if outcome.kind == "retry":
                 done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
             elif outcome.kind == "detached":
@@ -153,9 +195,18 @@ class OutcomeWriter:
                 done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
         self._report([outcome], {done} if done is not None else set())
 
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        """These jobs are no longer held: their slots are free."""
+        for o in outcomes:
+            o.settled = True
+            if self._held.get(o.job.id) is o:
+                del self._held[o.job.id]
+        self._on_settled()
+
     def _report(self, outcomes: list[Outcome], written: set[int]) -> None:
         """The job's end-of-run log line; a guard that touched nothing is said plainly."""
         self.written += len(written)
+        self._settle(outcomes)
         for o in outcomes:
             job = o.job
             extra = {"job_id": job.id, "job_type": job.job_type}
@@ -188,6 +239,21 @@ class OutcomeWriter:
             return
         counter.labels(o.job.job_type).inc()
         self._metrics.duration.labels(o.job.job_type, o.kind).observe(o.duration)
+
+
+# SQLSTATEs that say the database could not finish the statement, not that it refused the
+# data: a rollback (serialization failure, deadlock), too few resources, a connection
+# failure, an operator intervention (statement_timeout is 57014), a lock not available.
+_TRANSIENT_SQLSTATE_PREFIXES = ("40", "53", "08", "57", "55P03")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth writing again later, as opposed to a write the database refuses (bad data, a
+    trigger that raises): those fail the job, or are given up on."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
 
 
 def _dump(result: dict[str, Any] | None) -> str:
