@@ -137,13 +137,22 @@ async def pooled_transaction_to_end(pool: asyncpg.Pool, settings: Settings,
                                     durable: bool = True) -> T:
     """`work(conn)` in one pooled transaction that a cancellation lets finish (run_to_end).
     Only the transaction is shielded: waiting for a connection has no statement in flight,
-    so a cancellation still ends that wait at once."""
-    async with pool.acquire() as conn:
-        async def in_transaction() -> T:
+    so a cancellation still ends that wait at once.
+
+    The shielded task, not the caller, gives the connection back, once the transaction has
+    ended: a second cancellation, which stops the caller's wait, must not release the
+    connection under a statement still running (the pool's reset would find it busy and
+    kill it, and the statement with it)."""
+    conn = await pool.acquire()
+
+    async def in_transaction() -> T:
+        try:
             async with transaction(conn, settings, durable=durable):
                 return await work(conn)
+        finally:
+            await pool.release(conn)
 
-        return await run_to_end(in_transaction())
+    return await run_to_end(in_transaction())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -51,3 +51,36 @@ async def test_without_it_the_statement_is_cancelled(direct_dsn, direct, pool, s
 
     await cancel_while_blocked(direct_dsn, direct, insert())
     assert await direct.fetchval("SELECT count(*) FROM held") == 0
+
+
+async def test_a_second_cancellation_leaves_the_connection_to_the_statement(
+        direct_dsn, direct, pool, settings):
+    """The caller stops waiting at the second cancellation; the statement still runs to
+    its end on its connection, which goes back to the pool only then, alive."""
+    await direct.execute("CREATE TABLE held (n int)")
+
+    async def insert(conn: asyncpg.Connection) -> None:
+        await conn.execute("INSERT INTO held VALUES (4)")
+
+    async with table_locked(direct_dsn, "held"):
+        caller = asyncio.ensure_future(db.pooled_transaction_to_end(pool, settings, insert))
+        await until_a_statement_waits_on_a_lock(direct, "INSERT INTO held%")
+        pid = await direct.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO held%'")
+        caller.cancel()
+        await asyncio.sleep(0)  # the first cancellation reaches the caller's wait
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 10)
+        # Still blocked, and still on its own connection.
+        assert await direct.fetchval(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid) == "Lock"
+    async with asyncio.timeout(10):
+        while not await direct.fetchval("SELECT count(*) FROM held"):
+            await asyncio.sleep(0.01)
+    # The connection came back healthy: the pool hands it out and it answers.
+    async with asyncio.timeout(10):
+        while pool.get_idle_size() < 1:
+            await asyncio.sleep(0.01)
+    async with db.pooled_transaction(pool, settings) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM held") == 1
