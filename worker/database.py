@@ -35,16 +35,19 @@ async def open_database(settings: Settings, *, announce: bool = True) -> AsyncIt
 
     data_dir = Path(settings.embedded_pg_dir) if settings.embedded_pg_dir else default_data_dir()
     server = EmbeddedPostgres(data_dir, tcp=False)
-    dsn = await asyncio.to_thread(server.start)
+    dsn = await asyncio.to_thread(server.start_shared)
     if announce:
         print(f"embedded PostgreSQL: {dsn}  (data in {data_dir})", file=sys.stderr)
     try:
         yield Urls(dsn, dsn, embedded=True)
     finally:
-        if await _others_connected(dsn, settings):
+        loop = asyncio.get_running_loop()
+
+        def others_connected() -> bool:  # runs in the thread that holds the start lock
+            return asyncio.run_coroutine_threadsafe(_others_connected(dsn, settings), loop).result()
+
+        if not await asyncio.to_thread(server.stop_if_last, others_connected):
             log.info("embedded PostgreSQL left running: other clients are connected")
-        else:
-            await asyncio.to_thread(server.stop)
 
 
 async def _others_connected(dsn: str, settings: Settings) -> bool:

@@ -21,7 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -262,6 +262,7 @@ class EmbeddedPostgres:
         self.log_file = self.data_dir / "server.log"
         self._run_as = run_as
         self._adopted_socket_dir: Path | None = None
+        self._use_fd: int | None = None  # our shared lock on the users file, while we use it
 
     @functools.cached_property
     def account(self) -> pwd.struct_passwd | None:
@@ -286,14 +287,63 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """initdb if needed, then start, or adopt a server already running on this data dir."""
         with self._lock():
-            self._prepare_data_dir()
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb()
-            if self.is_running():
-                self._adopt_running()
-            else:
-                self._start_with_retry()
+            return self._start_locked()
+
+    def _start_locked(self) -> str:
+        self._prepare_data_dir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        if self.is_running():
+            self._adopt_running()
+        else:
+            self._start_with_retry()
         return self.dsn
+
+    def start_shared(self) -> str:
+        """start(), and count this process as a user of the server until stop_if_last():
+        a shared flock on a file beside the data dir, taken under the start lock, so a
+        stopping process (which holds that lock) sees every process that adopted the
+        server, even one that has not connected yet."""
+        with self._lock():
+            dsn = self._start_locked()
+            if self._use_fd is None:
+                fd = os.open(self._users_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self._use_fd = fd
+        return dsn
+
+    def stop_if_last(self, others_connected: Callable[[], bool]) -> bool:
+        """The last one out stops the server. Check and stop run under the start lock, so
+        no start can adopt the server while it is being stopped; another process that
+        started it and still uses it (start_shared), or any other client connected
+        (`others_connected`, called under the lock), keeps it running. False if it was
+        left running."""
+        with self._lock():
+            if self._use_fd is not None:
+                os.close(self._use_fd)
+                self._use_fd = None
+            if not self.is_running():
+                return True
+            if self._other_users() or others_connected():
+                return False
+            self.stop()
+            return True
+
+    @property
+    def _users_path(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".users")
+
+    def _other_users(self) -> bool:
+        """Whether another process holds a shared lock on the users file (call it holding
+        the start lock and none of our own on that file)."""
+        fd = os.open(self._users_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def stop(self) -> None:
         """Fast shutdown; no lock so that a signal handler can call it during start()."""

@@ -17,7 +17,9 @@ import psycopg
 import pytest
 
 from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+from worker.database import open_database
 from worker.embedded_pg import EmbeddedPostgres
+from worker.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +165,52 @@ async def _fifty_transactions(conn: asyncpg.Connection, worker: int) -> None:
             row_id = await conn.fetchval(
                 "insert into bounced (worker, n, done) values ($1, $2, false) returning id", worker, n)
             await conn.execute("update bounced set done = true where id = $1", row_id)
+
+
+# -- the last one out stops it: open_database, as every command uses it ----------------
+
+
+def embedded_settings(data_dir: Path) -> Settings:
+    return Settings(database_url=None, listen_database_url=None, embedded_pg_dir=str(data_dir))
+
+
+async def test_a_command_that_started_the_server_later_keeps_it_when_the_first_leaves(base: Path) -> None:
+    """B adopts the server A started, and has not connected yet when A leaves: A must not
+    stop it under B. The last one out (B) does stop it."""
+    settings = embedded_settings(base / "shared")
+    async with open_database(settings, announce=False) as a_urls:
+        assert await _fetchval(a_urls.work, "select 1") == 1
+        b = open_database(settings, announce=False)
+        b_urls = await b.__aenter__()
+    server = EmbeddedPostgres(base / "shared")
+    try:
+        assert server.is_running()
+        assert await _fetchval(b_urls.work, "select 1") == 1
+    finally:
+        await b.__aexit__(None, None, None)
+    assert not server.is_running()
+
+
+def _flock_waiters(path: Path) -> int:
+    """Processes blocked in flock() on `path`, as /proc/locks lists them ("->" lines)."""
+    inode = f":{path.stat().st_ino} "
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
+               if "->" in line and "FLOCK" in line and inode in line)
+
+
+async def test_the_last_one_out_waits_for_the_start_lock(base: Path) -> None:
+    """A start holds the lock from its check to its adoption: a stop decided meanwhile
+    would leave it a server about to go. The check-and-stop takes the same lock."""
+    settings = embedded_settings(base / "locked")
+    server = EmbeddedPostgres(base / "locked")
+    lock_file = base / "locked.lock"
+    opened = open_database(settings, announce=False)
+    await opened.__aenter__()
+    with server._lock():  # a start in progress elsewhere
+        leaving = asyncio.create_task(opened.__aexit__(None, None, None))
+        async with asyncio.timeout(30):  # until it waits for the lock, or has stopped the server
+            while not leaving.done() and not _flock_waiters(lock_file):
+                await asyncio.sleep(0.01)
+        assert not leaving.done() and server.is_running(), "stopped while a start held the lock"
+    await asyncio.wait_for(leaving, 60)
+    assert not server.is_running()
