@@ -150,7 +150,7 @@ class Worker:
                 await self._drain_outcomes(writer)  # the heartbeat keeps their leases meanwhile
             heartbeat.cancel()
             writer.cancel()
-            await _wait_ended([heartbeat, writer], 0 if cancelled else self._time_left(0.125))
+            await _wait_ended([heartbeat, writer], 0 if cancelled else self._time_left(0.2))
             for resource in self.resources.values():
                 close = getattr(resource, "close", None)
                 if close is not None:
@@ -180,11 +180,11 @@ class Worker:
         return max(left - reserve_share * min(HANDOVER_RESERVE, grace / 4), 0.0)
 
     async def _drain_outcomes(self, writer: asyncio.Task[None]) -> None:
-        """Every submitted outcome written; when stopping, only until a quarter of the
-        reserve is left, so the exit still fits in the grace."""
+        """Every submitted outcome written; when stopping, only until 30% of the reserve is
+        left, so that the rest of the exit still fits in the grace."""
         idle = asyncio.ensure_future(self.outcomes.wait_idle())
         try:
-            await asyncio.wait([idle, writer], timeout=self._time_left(0.25),
+            await asyncio.wait([idle, writer], timeout=self._time_left(0.3),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             idle.cancel()

@@ -13,7 +13,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import asyncpg
 
@@ -31,6 +32,10 @@ LISTENER_APPLICATION_NAME = "sitemap-worker-listener"  # tells it apart in pg_st
 
 class ListenerLost(Exception):
     """The connection closed, or a probe went unanswered."""
+
+
+class ListenerStopped(Exception):
+    """A stop cut short a connect or a watch."""
 
 
 class Listener:
@@ -74,14 +79,14 @@ class Listener:
         down_since: float | None = None
         while not self._stopped.is_set():
             try:
-                await self._connect()
+                await self._unless_stopped(self._connect())
                 if down_since is not None:
                     self.reconnects += 1
                     log.warning("listener reconnected after %.1f s", time.monotonic() - down_since)
                 self._set_state("listening")
                 failures, down_since = 0, None
                 self._on_connect()  # catch-up claim for what was missed
-                await self._watch()
+                await self._unless_stopped(self._watch())
             except Exception as exc:  # supervised: whatever broke, connect again
                 if self._stopped.is_set():
                     break
@@ -104,8 +109,25 @@ class Listener:
         self._set_state("stopped")
 
     async def stop(self) -> None:
+        """Cuts short whatever the listener is waiting on (a connect can take 10 s, a probe
+        5 s): a stopping worker has no use for wake-ups."""
         self._stopped.set()
         self._lost.set()
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> None:
+        """`work`, cancelled by a stop: then ListenerStopped."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])  # a connect or a probe ends at once when cancelled
+        if task.cancelled():
+            raise ListenerStopped("listener stopped")
+        task.result()
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -154,8 +176,8 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
-            async with asyncio.timeout(2):
+        try:  # a stopping worker does not wait long for a goodbye
+            async with asyncio.timeout(0.2 if self._stopped.is_set() else 2):
                 await conn.close()
         except Exception:
             conn.terminate()

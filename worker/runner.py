@@ -21,6 +21,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 POOL_CLOSE_WAIT = 0.5  # seconds; an idle pool closes in a few milliseconds
+LISTENER_STOP_WAIT = 1.0  # seconds; a stop cuts the listener's waits short at once
 
 
 async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
@@ -48,20 +49,25 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     if handle_signals:
         _install_signals(worker)
     stopper = asyncio.create_task(_stop_on(stop, worker)) if stop is not None else None
+    # A stopping worker claims nothing more: the listener goes at once, off the grace's
+    # critical path, instead of after the jobs.
+    unlisten = asyncio.create_task(_stop_listener_on_stop(worker, listener)) if listener else None
     try:
         await worker.run()
     finally:
         ready_task.cancel()
         if stopper is not None:
             stopper.cancel()
+        if unlisten is not None:
+            unlisten.cancel()
         if handle_signals:
             _remove_signals()
         if listener is not None and listen_task is not None:
             await listener.stop()
-            await listen_task
+            await _bounded(listen_task, _time_left(worker, LISTENER_STOP_WAIT))
         if endpoint is not None:
             await endpoint.stop()
-        await _close_pool(pool)
+        await _close_pool(pool, _time_left(worker, POOL_CLOSE_WAIT))
     peak_mib = peak_rss_mib()
     log.info("worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)", worker.owner,
              worker.claimed, peak_mib)
@@ -77,13 +83,34 @@ async def _start_endpoint(worker: Worker, listener: Listener | None,
     return endpoint
 
 
-async def _close_pool(pool: asyncpg.Pool) -> None:
+async def _close_pool(pool: asyncpg.Pool, wait: float) -> None:
     """A job the shutdown stopped waiting for may still hold a connection for a statement
     the database is slow to answer: close what closes at once and cut the rest."""
     try:
-        await asyncio.wait_for(pool.close(), POOL_CLOSE_WAIT)
+        await asyncio.wait_for(pool.close(), wait)
     except TimeoutError:
         pool.terminate()
+
+
+def _time_left(worker: Worker, at_most: float) -> float:
+    """`at_most` seconds, or what is left of the shutdown grace if that is less."""
+    left = worker.remaining_grace()
+    return at_most if left is None else max(min(at_most, left), 0.01)
+
+
+async def _bounded(task: asyncio.Task[None], timeout: float) -> None:
+    """Until `task` ends, or `timeout`: then it is cancelled and left to finish alone."""
+    await asyncio.wait([task], timeout=timeout)
+    if not task.done():
+        task.cancel()
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("listener ended with an error: %s", task.exception())
+
+
+async def _stop_listener_on_stop(worker: Worker, listener: Listener) -> None:
+    await worker.stopping.wait()
+    await listener.stop()
 
 
 def peak_rss_mib() -> float:
