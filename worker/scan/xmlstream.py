@@ -16,12 +16,19 @@ Child elements are matched by local name through a per-document tag cache
 What libxml2 reports around an error or at the end of input differs between
 versions (2.14 with lxml 6.2 sends 'end' events for every element still open
 when the parser is closed, even after an error), so an entry leaves only on
-proof that holds everywhere: it was completed by a feed that raised nothing
-and logged no fatal error (``feed_error_log``). Nothing read after a failed
-feed or a failed close() is used. The last root child of a flat document is
-held back until a later sibling starts or the root's end tag is parsed; at
-the end of input, a synthetic root end tag tells a file cut between two
-entries (the last one is whole) from one cut inside an entry.
+proof that holds everywhere, and no error message is ever parsed:
+
+* an 'end' event counts only from a feed that raised nothing and logged no
+  fatal error (``feed_error_log``: lxml swallows some); nothing from a failed
+  close() counts at all;
+* after a failed feed, an entry counts only if a later sibling had started
+  (libxml2 without RECOVER builds no node past the first fatal error);
+* the last root child of a flat document is held back until a later sibling
+  starts or the root's end tag is parsed. At the end of input, a synthetic
+  root end tag tells a file cut between two entries (the last one is whole)
+  from one cut inside an entry;
+* bytes after the root's end tag are fed on their own, so stray content
+  ("Extra content at the end of the document") cannot void the last entry.
 """
 
 from __future__ import annotations
@@ -129,6 +136,8 @@ class XmlStream:
 
     def feed(self, data: bytes) -> Iterator[list[Entry]]:
         """Yield the entries completed by data, one batch per <= 64 KiB slice."""
+        if self.error is not None:
+            return  # lxml ended the parse: a new feed would start a new document
         for start in range(0, len(data), SLICE):
             piece = data[start : start + SLICE]
             out: list[Entry] = []
