@@ -209,8 +209,8 @@ async def test_connection_dropped_mid_body_keeps_complete_lines_only(raw, pool, 
     assert done.job["status"] == "completed", done.job["error"]
     row = done.files["/sitemap.txt"]
     assert row["status"] == "error" and row["truncated"] and row["url_count"] == 2
-    assert row["error"] == ("broken response body: Not enough data to satisfy content length header "
-                            f"(received {len(body)} of {len(body) + 500} bytes): the file was cut short, 2 URLs kept")
+    assert row["error"] == ("broken response body: cut short, or a bad chunked or compressed encoding: "
+                            "the file was cut short, 2 URLs kept")
     assert done.locs == [f"{o}/t1", f"{o}/t2"]
     await assert_agrees_with_rows(direct, done)
 

@@ -403,9 +403,9 @@ class Fetcher:
             return f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc.os_error}", True
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             return "server closed the connection", True
-        if isinstance(exc, aiohttp.ClientPayloadError):  # the cause says it plainer
-            detail = getattr(exc.__cause__, "message", None) or str(exc)
-            return f"broken response body: {detail.rstrip('.')}", True
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            # aiohttp documents three causes; its wording changes between releases
+            return "broken response body: cut short, or a bad chunked or compressed encoding", True
         if isinstance(exc, aiohttp.InvalidURL | ValueError):
             return f"invalid URL: {exc}", False
         if isinstance(exc, aiohttp.ClientResponseError):
