@@ -212,6 +212,9 @@ async def test_odd_rows_fail_alone_while_every_other_job_runs(pool, settings, di
     infinite = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload, created_at, run_at)"
         " VALUES ('noop', '{}', '-infinity', '-infinity') RETURNING id")
+    deep = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
+        '{"seconds": ' + "[" * 5000 + "]" * 5000 + "}")
     good = [await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
             for _ in range(5)]
     await run_burst(pool, settings, concurrency=3)
@@ -221,6 +224,8 @@ async def test_odd_rows_fail_alone_while_every_other_job_runs(pool, settings, di
     assert "attempts reached the limit of 10000" in rows[at_limit]["error"]
     assert rows[not_object]["status"] == "failed"
     assert "expected a JSON object" in rows[not_object]["error"]
+    assert (rows[deep]["status"], rows[deep]["attempts"]) == ("failed", 1)  # permanent, not retried
+    assert rows[deep]["error"] == "invalid payload for noop: nested too deeply"
 
 
 async def test_the_claim_reports_a_finite_wait_for_infinite_timestamps(direct):

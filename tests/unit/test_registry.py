@@ -35,3 +35,9 @@ def test_bad_payloads_raise_readable_permanent_errors(job_type, payload, message
 def test_valid_noop_payload():
     job_type, payload = default_registry().resolve("noop", json.dumps({"seconds": 1.5}))
     assert job_type.name == "noop" and payload.seconds == 1.5
+
+
+def test_a_payload_nested_deeper_than_python_reads_fails_permanently():
+    deep = '{"seconds": ' + "[" * 5000 + "]" * 5000 + "}"  # jsonb takes this (10,000 too)
+    with pytest.raises(PermanentJobError, match="invalid payload for noop: nested too deeply"):
+        default_registry().resolve("noop", deep)

@@ -51,6 +51,8 @@ class Registry:
             raw = json.loads(payload_json)
         except (TypeError, ValueError) as exc:  # jsonb always parses; kept for safety
             raise PermanentJobError(f"invalid payload for {job_type}: not JSON ({exc})") from None
+        except RecursionError:  # jsonb nests deeper than Python's parser will go
+            raise PermanentJobError(f"invalid payload for {job_type}: nested too deeply") from None
         if not isinstance(raw, dict):
             raise PermanentJobError(
                 f"invalid payload for {job_type}: expected a JSON object, got {_json_kind(raw)}"
