@@ -9,6 +9,7 @@ never a partial URL, never one mangled by an error (sitemaps.md §5.1).
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -277,3 +278,46 @@ def test_legacy_encoded_text_is_decoded_never_replaced(raw: bytes, charset: str 
         entries += parser.close()
         assert locs(entries) == ["https://example.com/a", expected, "https://example.com/b"]
         assert parser.kind == "text" and parser.error is None
+
+
+# --- random damage ----------------------------------------------------------------------------
+
+
+def _random_urlset(rng: random.Random) -> tuple[bytes, list[str], list[int]]:
+    """A small urlset, its locs, and the byte offset where each <url> ends."""
+    prefix = rng.choice(["", "s:"])
+    out = f'<?xml version="1.0"?>\n<{prefix}urlset xmlns{":s" if prefix else ""}="{NS}">'.encode()
+    start, locs_, ends = len(out), [], []
+    for i in range(rng.randint(1, 6)):
+        loc = f"https://example.com/{i}?q={rng.randint(0, 99)}&amp;r=1"
+        locs_.append(loc.replace("&amp;", "&"))
+        extra = rng.choice(["", f"<{prefix}lastmod>2024-01-02</{prefix}lastmod>", f"<{prefix}priority>0.5</{prefix}priority>"])
+        out += f"{rng.choice(['', chr(10), '  '])}<{prefix}url><{prefix}loc>{loc}</{prefix}loc>{extra}</{prefix}url>".encode()
+        ends.append(len(out))
+    return out + f"\n</{prefix}urlset>\n".encode(), locs_, [start, *ends]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_damage_never_yields_a_wrong_entry(seed: int) -> None:
+    """Cuts, raw '&', control characters and stray '<' at random places, random chunking:
+    the entries are always the document's own, in order, and none past the damage."""
+    rng = random.Random(seed)
+    for _ in range(150):
+        body, expected, ends = _random_urlset(rng)
+        pos = rng.randint(ends[0], len(body) - 1)  # past the root's start tag
+        damage = rng.choice([b"", b"&", b"\x0c", b"<", b"<>"])
+        damaged = body[:pos] + damage + (body[pos:] if damage else b"")
+        parser = SitemapParser(BASE)
+        entries, i = [], 0
+        while i < len(damaged):
+            step = rng.choice([1, 3, 7, 64, 100_000])
+            entries += parser.feed(damaged[i : i + step])
+            i += step
+        entries += parser.close(cut=not damage)
+        whole = sum(1 for end in ends[1:] if end <= pos)
+        got = locs(entries)
+        assert got == expected[: len(got)] and len(got) <= whole, (damaged, got)
+        if not damage:  # a plain cut keeps every whole entry
+            assert len(got) == whole, (damaged, got)
+        if damage or pos < len(body.rstrip()):
+            assert parser.error is not None, damaged
