@@ -60,8 +60,9 @@ async def connect(dsn: str, settings: Settings, **extra: Any) -> asyncpg.Connect
     return await asyncpg.connect(dsn, **{**connect_kwargs(settings), **extra})
 
 
-def _begin_sql(settings: Settings, durable: bool) -> str:
-    ms = int(settings.statement_timeout.total_seconds() * 1000)
+def _begin_sql(settings: Settings, durable: bool, timeout: float | None = None) -> str:
+    seconds = settings.statement_timeout.total_seconds() if timeout is None else timeout
+    ms = max(int(seconds * 1000), 1)
     # One round trip opens the transaction and bounds it; SET LOCAL dies with it, so
     # nothing leaks to the next client of a pooled server connection.
     sql = f"BEGIN; SET LOCAL statement_timeout = {ms}"
@@ -69,15 +70,15 @@ def _begin_sql(settings: Settings, durable: bool) -> str:
 
 
 @asynccontextmanager
-async def transaction(conn: asyncpg.Connection, settings: Settings, *,
-                      durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(conn: asyncpg.Connection, settings: Settings, *, durable: bool = True,
+                      timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
     """An explicit short transaction: commit on success, roll back on any error or
     cancellation (a connection that cannot even roll back is closed, never reused).
 
     `durable=False` commits without waiting for the WAL flush: only for writes whose loss
     in a server crash is harmless (a claim or a lease renewal: the job is simply runnable
     again). Any later durable commit flushes them anyway, since WAL is written in order."""
-    await conn.execute(_begin_sql(settings, durable))
+    await conn.execute(_begin_sql(settings, durable, timeout))
     try:
         yield conn
     except BaseException:
@@ -104,11 +105,12 @@ async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def pooled_transaction(pool: asyncpg.Pool, settings: Settings, *,
-                             durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection for exactly one transaction, released right after it."""
+async def pooled_transaction(pool: asyncpg.Pool, settings: Settings, *, durable: bool = True,
+                             timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for exactly one transaction, released right after it.
+    `timeout` (seconds) overrides settings.statement_timeout for its statements."""
     async with pool.acquire() as conn:
-        async with transaction(conn, settings, durable=durable):
+        async with transaction(conn, settings, durable=durable, timeout=timeout):
             yield conn
 
 

@@ -196,7 +196,9 @@ class Worker:
         while not self.stopping.is_set():
             self._wake.clear()
             notified, self._notified = self._notified, False
-            free = self.concurrency - self.held()
+            # Queued completions go out with the claim, in its transaction: their slots are
+            # free the instant the new jobs are taken.
+            free = self.concurrency - self.held() + self.outcomes.takeable()
             got = 0
             if free > 0:
                 # Read before claiming: an outcome written during the claim (a retry) may
@@ -239,19 +241,38 @@ class Worker:
             self._claim_ended.set()
 
     async def _claim_some(self, n: int) -> list[ClaimedJob]:
+        """Up to `n` jobs, counting the slots of the completions written in the same
+        transaction (durable then, as every final status is)."""
+        taken = self.outcomes.take_completions()
+        written: set[int] = set()
+        stage = "complete"
         try:
-            async with db.pooled_transaction(self.pool, self.settings, durable=False) as conn:
+            async with (self.outcomes.claim_statement(taken),
+                        db.pooled_transaction(self.pool, self.settings, durable=bool(taken),
+                                              timeout=self.outcomes.write_timeout if taken else None)
+                        as conn):
+                if taken:
+                    written = await self.outcomes.complete_in(conn, taken)
+                stage = "claim"
                 # Jobs still ours (running, or their outcome not yet written) are never
                 # re-claimed by us, even with an expired lease: see migration 0006.
                 ours = [*self.running, *self.outcomes.unwritten()]
                 rows = await conn.fetch(q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds(),
                                         ours)
-        except Exception as exc:  # whatever it is, the loop lives on and tries again
+        except BaseException as exc:  # whatever it is, the loop lives on and tries again
+            if taken:
+                self.outcomes.give_back(taken)
+                if stage == "complete" and isinstance(exc, asyncpg.PostgresError):
+                    return []  # a completion the database refused: the writer sorts it out
+            if not isinstance(exc, Exception):
+                raise  # cancelled (a stop's deadline): the completions went back to the writer
             if self._claim_failing_since is None:
                 self._claim_failing_since = time.monotonic()
                 log.warning("cannot claim jobs: %s; retrying every %.1f s", describe(exc),
                             self.settings.poll_interval.total_seconds(), exc_info=_unexpected(exc))
             return []
+        if taken:
+            self.outcomes.report(taken, written)
         if self._claim_failing_since is not None:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
             self._claim_failing_since = None
@@ -341,6 +362,7 @@ class Worker:
                 failing = True
                 continue
             failing = False
+            self.outcomes.renewed_at = time.monotonic()
             alive = {r["id"] for r in rows}
             for job_id in ids:
                 running = self.running.get(job_id)

@@ -7,7 +7,11 @@ bad row can never roll back another job's status.
 A job stays the worker's until its outcome is written: it holds a slot (the engine counts
 `held`), and its lease is renewed by the heartbeat while it waits (`renewable`). The write
 in flight is the exception: its rows are locked by that very statement (a claim skips
-locked rows), and a renewal would only queue behind it. `gate` keeps the two apart.
+locked rows), and a renewal would only queue behind it. `gate` keeps the two apart, and
+`write_timeout` ends a write before the lease it started with.
+
+Completions queued when the engine claims go out in the claim's own transaction
+(`take_completions`): the slots they free are refilled in the same commit.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +51,7 @@ class Outcome:
     delay: float = 0.0
     duration: float = field(default=0.0)
     settled: bool = False  # written, or known not to be ours any more, or given up on
+    alone: bool = False  # a claim's transaction failed with it: only the writer writes it now
 
 
 class OutcomeWriter:
@@ -60,7 +67,7 @@ class OutcomeWriter:
         self._on_settled = on_settled or (lambda: None)
         self._queue: list[Outcome] = []
         self._held: dict[int, Outcome] = {}  # submitted, not yet settled
-        self._in_statement: frozenset[int] = frozenset()
+        self._in_statement: Counter[int] = Counter()  # rows of the writes in flight
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -68,12 +75,50 @@ class OutcomeWriter:
         # begins: a renewal never waits on a row that a write has locked, and a write
         # never waits on a renewal's row locks (nor can the two deadlock).
         self.gate = asyncio.Lock()
+        self.renewed_at = time.monotonic()  # set by the heartbeat on each renewal
         self.written = 0
+        self.write_timeout = write_timeout(settings)
 
     def submit(self, outcome: Outcome) -> None:
         self._queue.append(outcome)
         self._held[outcome.job.id] = outcome
         self._idle.clear()
+        self._ready.set()
+
+    # -- completions that ride along with a claim ------------------------------------------
+    # Jobs ending and jobs starting in one transaction: one commit instead of two, and the
+    # slots the completions free are taken in the same instant, never before.
+
+    def takeable(self) -> int:
+        """Queued completions a claim may write in its own transaction."""
+        return sum(1 for o in self._queue if o.kind == "completed" and not o.alone)
+
+    def take_completions(self) -> list[Outcome]:
+        """Hands queued completions to a claim: `claim_statement`, `complete_in`, then
+        `report` on commit or `give_back` on failure."""
+        taken = [o for o in self._queue if o.kind == "completed" and not o.alone][:BATCH_LIMIT]
+        if taken:
+            ids = {id(o) for o in taken}
+            self._queue = [o for o in self._queue if id(o) not in ids]
+        return taken
+
+    def claim_statement(self, taken: list[Outcome]) -> AbstractAsyncContextManager[None]:
+        return self._statement(taken) if taken else nullcontext()
+
+    async def complete_in(self, conn: asyncpg.Connection, taken: list[Outcome]) -> set[int]:
+        rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in taken],
+                                [_dump(o.result) for o in taken])
+        return {r["id"] for r in rows}
+
+    def report(self, taken: list[Outcome], written: set[int]) -> None:
+        self._report(taken, written)
+
+    def give_back(self, taken: list[Outcome]) -> None:
+        """The claim's transaction failed: the writer writes these on its own (and isolates
+        a row the database refuses)."""
+        for o in taken:
+            o.alone = True
+        self._queue[:0] = taken
         self._ready.set()
 
     @property
@@ -86,7 +131,7 @@ class OutcomeWriter:
         return len(self._held)
 
     async def wait_idle(self) -> None:
-        """Until every submitted outcome is written (or given up on)."""
+        """Until every submitted outcome is written (or given up on): none held."""
         await self._idle.wait()
 
     async def run(self) -> None:
@@ -97,7 +142,6 @@ class OutcomeWriter:
             while self._queue:
                 batch, self._queue = self._queue, []
                 await self._write_with_retry(batch)
-            self._idle.set()
 
     def unwritten(self) -> list[int]:
         """Jobs whose outcome is queued or being written: still this worker's, whatever
@@ -107,25 +151,27 @@ class OutcomeWriter:
     def renewable(self) -> list[int]:
         """Held jobs whose rows no write of ours has in hand: the heartbeat renews these
         (call it under `gate`)."""
-        return [job_id for job_id in self._held if job_id not in self._in_statement]
+        return [job_id for job_id in self._held if not self._in_statement[job_id]]
 
     @asynccontextmanager
     async def _statement(self, outcomes: list[Outcome]) -> AsyncIterator[None]:
         """Marks the rows one write statement is about to lock (see `gate`)."""
+        ids = Counter(o.job.id for o in outcomes)
         async with self.gate:
-            self._in_statement = frozenset(o.job.id for o in outcomes)
+            self._in_statement.update(ids)
         try:
             yield
         finally:
-            self._in_statement = frozenset()
+            self._in_statement.subtract(ids)
+            self._in_statement = +self._in_statement  # drop the zeros
 
     async def _write_with_retry(self, batch: list[Outcome]) -> None:
         """A dead connection, or a statement the database could not finish (a timeout, a
         deadlock, a lock it gave up on), is retried for what is not written yet; the
-        heartbeat keeps the jobs' leases meanwhile. After a whole lease of failures the rest
-        is given up: once their leases expire, another worker re-runs those jobs, and our
-        guarded write would then touch nothing."""
-        delay, deadline = 0.05, asyncio.get_running_loop().time() + self._settings.lease.total_seconds()
+        heartbeat keeps the jobs' leases meanwhile. After a whole lease with neither a write
+        nor a renewal the rest is given up: their leases have expired, another worker
+        re-runs those jobs, and our guarded write would touch nothing."""
+        delay, failing_since = 0.05, time.monotonic()
         while todo := [o for o in batch if not o.settled]:
             try:
                 await self._write(todo)
@@ -136,7 +182,8 @@ class OutcomeWriter:
                               exc_info=not isinstance(exc, asyncpg.PostgresError))
                     self._settle([o for o in todo if not o.settled])
                     return
-                if asyncio.get_running_loop().time() + delay > deadline:
+                lease = self._settings.lease.total_seconds()
+                if time.monotonic() + delay - max(failing_since, self.renewed_at) > lease:
                     log.error("giving up writing %d job outcome(s): %s", len(todo), describe(exc))
                     self._settle([o for o in todo if not o.settled])
                     return
@@ -161,7 +208,7 @@ class OutcomeWriter:
         if not chunk:
             return
         try:
-            async with self._statement(chunk), db.pooled_transaction(self._pool, self._settings) as conn:
+            async with self._statement(chunk), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
                 rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in chunk],
                                         [_dump(o.result) for o in chunk])
         except Exception as exc:
@@ -180,13 +227,13 @@ class OutcomeWriter:
         self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
-        async with self._statement(outcomes), db.pooled_transaction(self._pool, self._settings) as conn:
+        async with self._statement(outcomes), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
         self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
-        async with self._statement([outcome]), db.pooled_transaction(self._pool, self._settings) as conn:
+        async with self._statement([outcome]), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
             if outcome.kind == "retry":
                 done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
             elif outcome.kind == "detached":
@@ -201,6 +248,8 @@ class OutcomeWriter:
             o.settled = True
             if self._held.get(o.job.id) is o:
                 del self._held[o.job.id]
+        if not self._held:
+            self._idle.set()
         self._on_settled()
 
     def _report(self, outcomes: list[Outcome], written: set[int]) -> None:
@@ -245,6 +294,16 @@ class OutcomeWriter:
 # data: a rollback (serialization failure, deadlock), too few resources, a connection
 # failure, an operator intervention (statement_timeout is 57014), a lock not available.
 _TRANSIENT_SQLSTATE_PREFIXES = ("40", "53", "08", "57", "55P03")
+
+
+def write_timeout(settings: Settings) -> float:
+    """A final write locks its rows and stops their renewals while it runs (see `gate`): it
+    may not run past the lease it started with, so a write that fails leaves them to the
+    heartbeat, never claimable by another worker. The lease was renewed at most a
+    heartbeat ago; one more heartbeat renews the rows once the write has given up."""
+    lease = settings.lease.total_seconds()
+    beat = settings.heartbeat_interval.total_seconds()
+    return min(settings.statement_timeout.total_seconds(), max(lease - 2 * beat, lease / 2))
 
 
 def _transient(exc: BaseException) -> bool:

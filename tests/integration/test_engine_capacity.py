@@ -59,15 +59,16 @@ async def test_slow_outcome_writes_hold_slots_and_keep_leases(pool, settings, di
                     "SELECT id, lease_expires_at FROM jobs WHERE owner = $1", worker.owner)
                 assert len(owned) <= CONCURRENCY, owned
                 assert worker.claimed <= CONCURRENCY
+                # What another worker's claim could take: an expired lease, not locked by
+                # a write of ours in flight.
+                assert not await direct.fetchval(
+                    "SELECT count(*) FROM (SELECT id FROM jobs WHERE owner = $1"
+                    " AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) claimable", worker.owner)
                 lease = next((r["lease_expires_at"] for r in owned if r["id"] == ids[1]), None)
                 assert lease is not None, "job 1 is no longer ours"
                 if lease > blocked_at + timedelta(seconds=3 * LEASE):
                     break
                 await asyncio.sleep(0.05)
-        # Job 0, whose write is in flight, is locked by that write: no claim can take it.
-        async with direct.transaction():
-            assert await direct.fetchval(
-                "SELECT id FROM jobs WHERE id = $1 FOR UPDATE SKIP LOCKED", ids[0]) is None
         assert await direct.fetchval("SELECT count(*) FROM jobs WHERE status = 'pending'") == 10
     # The gate opens: everything completes, each job once, at its first attempt.
     async with asyncio.timeout(20):
