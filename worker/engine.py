@@ -273,6 +273,7 @@ class Worker:
             return []
         if taken:
             self.outcomes.report(taken, written)
+        self.outcomes.database_answered()
         if self._claim_failing_since is not None:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
             self._claim_failing_since = None
@@ -348,14 +349,12 @@ class Worker:
         failing = False
         while True:
             await asyncio.sleep(interval)
+            ids = [*self.running, *self.outcomes.renewable()]
+            if not ids:
+                continue
             try:
-                async with self.outcomes.gate:  # see OutcomeWriter.gate
-                    ids = [*self.running, *self.outcomes.renewable()]
-                    if not ids:
-                        continue
-                    rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
-                        self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids),
-                        durable=False)
+                rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
+                    self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids), durable=False)
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
@@ -363,6 +362,7 @@ class Worker:
                 continue
             failing = False
             self.outcomes.renewed_at = time.monotonic()
+            self.outcomes.database_answered()
             alive = {r["id"] for r in rows}
             for job_id in ids:
                 running = self.running.get(job_id)

@@ -7,7 +7,7 @@ bad row can never roll back another job's status.
 A job stays the worker's until its outcome is written: it holds a slot (the engine counts
 `held`), and its lease is renewed by the heartbeat while it waits (`renewable`). The write
 in flight is the exception: its rows are locked by that very statement (a claim skips
-locked rows), and a renewal would only queue behind it. `gate` keeps the two apart, and
+locked rows), and a renewal would only queue behind it (`renewable` leaves it out), and
 `write_timeout` ends a write before the lease it started with.
 
 Completions queued when the engine claims go out in the claim's own transaction
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Kind = Literal["completed", "failed", "retry", "released", "detached"]
 
 BATCH_LIMIT = 1000
+RETRY_DELAY_CAP = 1.0  # seconds between write attempts, at most
 
 
 @dataclass(slots=True)
@@ -71,13 +72,14 @@ class OutcomeWriter:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        # Taken by a lease renewal for its whole statement and by each write before it
-        # begins: a renewal never waits on a row that a write has locked, and a write
-        # never waits on a renewal's row locks (nor can the two deadlock).
-        self.gate = asyncio.Lock()
+        self._retry_now = asyncio.Event()  # the database answered someone: retry at once
         self.renewed_at = time.monotonic()  # set by the heartbeat on each renewal
         self.written = 0
         self.write_timeout = write_timeout(settings)
+
+    def database_answered(self) -> None:
+        """A statement of this worker succeeded: a write waiting to retry goes now."""
+        self._retry_now.set()
 
     def submit(self, outcome: Outcome) -> None:
         self._queue.append(outcome)
@@ -149,16 +151,16 @@ class OutcomeWriter:
         return list(self._held)
 
     def renewable(self) -> list[int]:
-        """Held jobs whose rows no write of ours has in hand: the heartbeat renews these
-        (call it under `gate`)."""
+        """Held jobs whose rows no write of ours has in hand: the heartbeat renews these."""
         return [job_id for job_id in self._held if not self._in_statement[job_id]]
 
     @asynccontextmanager
     async def _statement(self, outcomes: list[Outcome]) -> AsyncIterator[None]:
-        """Marks the rows one write statement is about to lock (see `gate`)."""
+        """Marks the rows one write is about to lock: the heartbeat leaves them out, and
+        so never queues behind a write of ours (a renewal that took its snapshot just
+        before waits at most `write_timeout`; a deadlock between the two is retried)."""
         ids = Counter(o.job.id for o in outcomes)
-        async with self.gate:
-            self._in_statement.update(ids)
+        self._in_statement.update(ids)
         try:
             yield
         finally:
@@ -189,8 +191,15 @@ class OutcomeWriter:
                     return
                 if delay == 0.05:
                     log.warning("cannot write job outcomes yet (%s); retrying", describe(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # The jobs hold their slots meanwhile: a renewal or a claim that gets an
+                # answer cuts the wait short, and it never exceeds a second.
+                self._retry_now.clear()
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._retry_now.wait()
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, RETRY_DELAY_CAP)
 
     async def _write(self, batch: list[Outcome]) -> None:
         completed = [o for o in batch if o.kind == "completed"]
@@ -297,7 +306,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("40", "53", "08", "57", "55P03")
 
 
 def write_timeout(settings: Settings) -> float:
-    """A final write locks its rows and stops their renewals while it runs (see `gate`): it
+    """A final write locks its rows and stops their renewals while it runs (`renewable`): it
     may not run past the lease it started with, so a write that fails leaves them to the
     heartbeat, never claimable by another worker. The lease was renewed at most a
     heartbeat ago; one more heartbeat renews the rows once the write has given up."""
