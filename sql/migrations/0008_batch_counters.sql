@@ -6,7 +6,8 @@
 --    children ending at once could leave the batch 'processing' forever: the second tally,
 --    blocked on the parent row by the first, missed the first child and wrote its stale
 --    count. Now each parent keeps `children_total` and `children_ended`, changed by
---    statement triggers with `SET n = n + delta` under the parent's row lock: an UPDATE
+--    statement triggers with `SET n = n + delta` (one per parent and statement, however
+--    many of its children the statement ended) under the parent's row lock: an UPDATE
 --    that waits for that lock re-reads the latest row version, so no increment is lost.
 --    The batch completes when children_ended reaches children_total; only then is its
 --    result built, once, by one query (sitemap_worker_batch_result), in a statement of
@@ -24,6 +25,9 @@
 -- 5. The claim takes 'processing' rows that have no lease (inserted so by hand, or a
 --    detached batch whose children have all ended but that nothing completed), as it
 --    takes expired ones; never a job whose children are still running.
+-- 6. The batch triggers cost nothing to statements that change no child's count (claims,
+--    heartbeats, plain inserts): see jobs_flag_children_changed. 0003's cancellation
+--    trigger becomes a row trigger with a WHEN clause for the same reason.
 
 -- Bounds -------------------------------------------------------------------------------
 -- Added NOT VALID, existing rows brought inside, then validated (one scan each).
@@ -155,24 +159,41 @@ BEGIN
     END LOOP;
 END $$;
 
--- The three triggers turn a statement's rows into per-parent deltas; each leaves at once
--- when no child job is among them (most statements: claims, heartbeats, parents' own
--- updates, which also ends the recursion through sitemap_worker_count_children).
+-- Which statements count. A trigger function called for every statement on jobs (as
+-- 0003's was) costs every claim, heartbeat and insert a plpgsql call and a query, about a
+-- fifth of the insert rate. So a BEFORE ROW trigger, whose WHEN clause PostgreSQL
+-- evaluates in C for each row, raises a transaction-local flag at the first row of a
+-- statement that changes a child's count (inserted, deleted, or its status crossing
+-- between running and ended); the statement-level triggers that do the counting fire
+-- only when the flag is up, and lower it. A statement run from inside another's trigger
+-- raises and lowers it on its own; the outer statement's trigger was queued before
+-- that, so neither misses its rows.
+CREATE OR REPLACE FUNCTION jobs_flag_children_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('sitemap_worker.children_changed', 'on', true);
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- The counting: a statement's rows become per-parent deltas.
 CREATE OR REPLACE FUNCTION jobs_count_batch_children_ins() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     ids bigint[]; totals bigint[]; ended bigint[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE parent_id IS NOT NULL) THEN
-        RETURN NULL;
-    END IF;
+    PERFORM set_config('sitemap_worker.children_changed', 'off', true);
     SELECT array_agg(parent_id ORDER BY parent_id), array_agg(t ORDER BY parent_id),
            array_agg(e ORDER BY parent_id)
       INTO ids, totals, ended
       FROM (SELECT parent_id, count(*) AS t,
                    count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS e
               FROM new_rows WHERE parent_id IS NOT NULL GROUP BY parent_id) d;
-    PERFORM sitemap_worker_count_children(ids, totals, ended);
+    IF ids IS NOT NULL THEN
+        PERFORM sitemap_worker_count_children(ids, totals, ended);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -181,16 +202,16 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ids bigint[]; totals bigint[]; ended bigint[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM old_rows WHERE parent_id IS NOT NULL) THEN
-        RETURN NULL;
-    END IF;
+    PERFORM set_config('sitemap_worker.children_changed', 'off', true);
     SELECT array_agg(parent_id ORDER BY parent_id), array_agg(-t ORDER BY parent_id),
            array_agg(-e ORDER BY parent_id)
       INTO ids, totals, ended
       FROM (SELECT parent_id, count(*) AS t,
                    count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS e
               FROM old_rows WHERE parent_id IS NOT NULL GROUP BY parent_id) d;
-    PERFORM sitemap_worker_count_children(ids, totals, ended);
+    IF ids IS NOT NULL THEN
+        PERFORM sitemap_worker_count_children(ids, totals, ended);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -199,10 +220,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ids bigint[]; totals bigint[]; ended bigint[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE parent_id IS NOT NULL)
-       AND NOT EXISTS (SELECT 1 FROM old_rows WHERE parent_id IS NOT NULL) THEN
-        RETURN NULL;
-    END IF;
+    PERFORM set_config('sitemap_worker.children_changed', 'off', true);
     SELECT array_agg(parent_id ORDER BY parent_id), array_agg(t ORDER BY parent_id),
            array_agg(e ORDER BY parent_id)
       INTO ids, totals, ended
@@ -225,46 +243,78 @@ END $$;
 DROP TRIGGER IF EXISTS jobs_finish_batches ON jobs;
 DROP FUNCTION IF EXISTS jobs_finish_batches();
 
+DROP TRIGGER IF EXISTS jobs_flag_children_ins ON jobs;
+CREATE TRIGGER jobs_flag_children_ins BEFORE INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.parent_id IS NOT NULL
+          AND current_setting('sitemap_worker.children_changed', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION jobs_flag_children_changed();
+DROP TRIGGER IF EXISTS jobs_flag_children_upd ON jobs;
+CREATE TRIGGER jobs_flag_children_upd BEFORE UPDATE ON jobs FOR EACH ROW
+    WHEN ((OLD.parent_id IS NOT NULL OR NEW.parent_id IS NOT NULL)
+          AND (OLD.parent_id IS DISTINCT FROM NEW.parent_id
+               OR (OLD.status IN ('completed', 'failed', 'cancelled'))
+                  <> (NEW.status IN ('completed', 'failed', 'cancelled')))
+          AND current_setting('sitemap_worker.children_changed', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION jobs_flag_children_changed();
+DROP TRIGGER IF EXISTS jobs_flag_children_del ON jobs;
+CREATE TRIGGER jobs_flag_children_del BEFORE DELETE ON jobs FOR EACH ROW
+    WHEN (OLD.parent_id IS NOT NULL
+          AND current_setting('sitemap_worker.children_changed', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION jobs_flag_children_changed();
+
 DROP TRIGGER IF EXISTS jobs_count_batch_children_ins ON jobs;
 CREATE TRIGGER jobs_count_batch_children_ins AFTER INSERT ON jobs
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_batch_children_ins();
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    WHEN (current_setting('sitemap_worker.children_changed', true) = 'on')
+    EXECUTE FUNCTION jobs_count_batch_children_ins();
 DROP TRIGGER IF EXISTS jobs_count_batch_children_upd ON jobs;
 CREATE TRIGGER jobs_count_batch_children_upd AFTER UPDATE ON jobs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_batch_children_upd();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    WHEN (current_setting('sitemap_worker.children_changed', true) = 'on')
+    EXECUTE FUNCTION jobs_count_batch_children_upd();
 DROP TRIGGER IF EXISTS jobs_count_batch_children_del ON jobs;
 CREATE TRIGGER jobs_count_batch_children_del AFTER DELETE ON jobs
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_batch_children_del();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    WHEN (current_setting('sitemap_worker.children_changed', true) = 'on')
+    EXECUTE FUNCTION jobs_count_batch_children_del();
 
 -- A batch set back to pending or processing from an end state by a statement of its own
 -- (not by the re-opening above: that is one child's retry) re-runs its failed and
--- cancelled children.
+-- cancelled children. A row trigger whose WHEN clause picks out such a batch: other
+-- statements never call it.
 CREATE OR REPLACE FUNCTION jobs_rerun_batch_children() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_trigger_depth() > 1 OR NOT EXISTS (
-        SELECT 1 FROM new_rows n JOIN old_rows o USING (id)
-         WHERE n.job_type = 'sitemap_batch' AND n.status IN ('pending', 'processing')
-           AND o.status IN ('completed', 'failed', 'cancelled')) THEN
+    IF pg_trigger_depth() > 1 THEN
         RETURN NULL;
     END IF;
-    UPDATE jobs c
+    UPDATE jobs
        SET status = 'pending', attempts = 0, error = NULL, result = NULL, progress = 0,
            run_at = now(), owner = NULL, lease_expires_at = NULL
-      FROM new_rows n JOIN old_rows o USING (id)
-     WHERE c.parent_id = n.id AND n.job_type = 'sitemap_batch'
-       AND n.status IN ('pending', 'processing')
-       AND o.status IN ('completed', 'failed', 'cancelled')
-       AND c.status IN ('failed', 'cancelled');
+     WHERE parent_id = NEW.id AND status IN ('failed', 'cancelled');
     RETURN NULL;
 END $$;
 
 DROP TRIGGER IF EXISTS jobs_rerun_batch_children ON jobs;
-CREATE TRIGGER jobs_rerun_batch_children AFTER UPDATE ON jobs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_rerun_batch_children();
+CREATE TRIGGER jobs_rerun_batch_children AFTER UPDATE ON jobs FOR EACH ROW
+    WHEN (NEW.job_type = 'sitemap_batch' AND NEW.status IN ('pending', 'processing')
+          AND OLD.status IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION jobs_rerun_batch_children();
+
+-- Cancelling a batch cancels what its children have not finished (as in 0003), now from a
+-- row trigger whose WHEN clause picks out such a batch: other statements never call it.
+CREATE OR REPLACE FUNCTION jobs_cancel_children() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobs SET status = 'cancelled'
+     WHERE parent_id = NEW.id AND status IN ('pending', 'processing');
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS jobs_cancel_children ON jobs;
+CREATE TRIGGER jobs_cancel_children AFTER UPDATE ON jobs FOR EACH ROW
+    WHEN (NEW.job_type = 'sitemap_batch' AND NEW.status = 'cancelled'
+          AND OLD.status IS DISTINCT FROM 'cancelled')
+    EXECUTE FUNCTION jobs_cancel_children();
 
 -- The worker lets go of a batch it fanned out; if every child has ended meanwhile (or
 -- none had to run), it completes the batch instead, since no trigger will.

@@ -50,7 +50,7 @@ async def end_one(conn: asyncpg.Connection, job_id: int) -> float:
 async def batch_triggers(conn: asyncpg.Connection) -> list[str]:
     return [r["tgname"] for r in await conn.fetch(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"
-        "   AND tgname LIKE '%batch%' ORDER BY tgname")]
+        "   AND (tgname LIKE '%batch%' OR tgname LIKE '%children%') ORDER BY tgname")]
 
 
 def figures(label: str, times: list[float]) -> None:
