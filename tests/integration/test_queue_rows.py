@@ -275,3 +275,25 @@ async def test_a_job_set_back_to_pending_or_processing_loses_its_finished_at(poo
     await run_burst(pool, settings)
     row = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job)
     assert row["status"] == "completed" and row["finished_at"] >= row["started_at"] > ended
+
+
+async def batch_trigger_calls(conn: asyncpg.Connection) -> dict[str, int]:
+    """This transaction's calls of the batch bookkeeping functions so far."""
+    rows = await conn.fetch("SELECT funcname, calls FROM pg_stat_xact_user_functions"
+                            " WHERE funcname LIKE 'jobs_%children%'")
+    return {r["funcname"]: r["calls"] for r in rows}
+
+
+async def test_statements_that_change_no_childs_count_never_call_the_batch_triggers(direct):
+    batch, ids = await detached_batch(direct, 3, status="pending")
+    async with direct.transaction():
+        await direct.execute("SET LOCAL track_functions = 'pl'")
+        await direct.execute("INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, 50)")
+        await direct.fetch("SELECT * FROM sitemap_worker_claim('w', 60, 30)")  # children too
+        await direct.execute("UPDATE jobs SET progress = 0.5 WHERE status = 'processing'")
+        assert await batch_trigger_calls(direct) == {}
+        await direct.execute("UPDATE jobs SET status = 'completed' WHERE id = ANY($1::bigint[])", ids[:2])
+        calls = await batch_trigger_calls(direct)
+    # One flag for the statement's first child, one count for the statement.
+    assert calls == {"jobs_flag_children_changed": 1, "jobs_count_batch_children_upd": 1}
+    assert await direct.fetchval("SELECT children_ended FROM jobs WHERE id = $1", batch) == 2
