@@ -15,7 +15,9 @@ from typing import Any, NoReturn
 from .settings import CONCURRENCY_MAX, format_duration, parse_duration
 
 BIGINT_MAX = 2**63 - 1  # jobs.id
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # jobs.priority, jobs.max_attempts, prune's batch
+INT_MAX = 2**31 - 1  # prune's batch (PostgreSQL integer)
+PRIORITY_MAX = 1_000_000  # jobs.priority: CHECK between -PRIORITY_MAX and PRIORITY_MAX (migration 0008)
+MAX_ATTEMPTS_MAX = 1000  # jobs.max_attempts: CHECK between 1 and 1000 (migration 0008)
 MAX_URLS = 100_000_000  # the sitemap_scan and sitemap_batch payloads' own cap
 PRUNE_AGE_MAX = timedelta(days=36_500)
 
@@ -154,9 +156,9 @@ def build_parser() -> Parser:
                          help="one sitemap_batch job for all DOMAINs (child scans run in parallel)")
     enqueue.add_argument("--job-type", type=text, help="another job type, e.g. noop (with --payload)")
     enqueue.add_argument("--payload", type=payload, help="JSON object for --job-type (default {})")
-    enqueue.add_argument("--priority", type=integer(INT_MIN, INT_MAX, "PostgreSQL integer"), default=0,
+    enqueue.add_argument("--priority", type=integer(-PRIORITY_MAX, PRIORITY_MAX, "the jobs table's range"), default=0,
                          help="higher runs first")
-    enqueue.add_argument("--max-attempts", type=integer(1, INT_MAX, "PostgreSQL integer"),
+    enqueue.add_argument("--max-attempts", type=integer(1, MAX_ATTEMPTS_MAX, "the jobs table's range"),
                          help="attempts before failing (default 3)")
     enqueue.add_argument("--wait", action="store_true", help="show progress until the jobs end")
 
