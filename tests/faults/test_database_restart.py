@@ -177,6 +177,8 @@ async def restart_while_jobs_run(spawn: Spawn, server: RestartablePostgres, dsn:
     for row in rows:  # each claimed once, run once, reported once
         assert row["attempts"] == 1 and row["error"] is None, dict(row)
         assert starts(worker, row["id"]) == 1, worker.log()
+        # The status NOTIFY can reach this test before the worker's log line does.
+        await worker.wait_for_line(rf"\bjob {row['id']} noop completed in ", timeout=5)
         assert completions(worker, row["id"]) == 1, worker.log()
     await worker.wait_for_line("listener reconnected", timeout=15)
     assert_quiet(window)
