@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     )
     heartbeat_interval: Duration = Field(
         default=timedelta(seconds=2),
-        description="How often running jobs' leases are renewed; also how fast a "
+        description="How often held jobs' leases are renewed; also how fast a "
         "cancellation from SQL is noticed.",
     )
     shutdown_grace: Pause = Field(
