@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 
 import asyncpg
 from pydantic import ValidationError
@@ -23,13 +26,27 @@ from .sql import q
 
 log = logging.getLogger(__name__)
 
+# The benchmarks are tools, not part of the worker: they live in the source tree only.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
+NO_BENCHMARKS = ("sitemap-worker bench: error: the benchmarks live in the source tree "
+                 "(tests/benchmarks/), which this installation lacks: run `python -m worker "
+                 "bench` from the top of a checkout of sitemap-worker")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The one boundary: argument and settings mistakes exit 2, an unreachable database or
     its refusal exits 1, each as one line on stderr; an unexpected error keeps its
     traceback (it is a bug)."""
-    args = build_parser().parse_args(argv)
-    check_combinations(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmark's own parser takes the rest
+        benchmarks = _benchmarks()
+        if benchmarks is None:
+            print(NO_BENCHMARKS, file=sys.stderr)
+            return 2
+        args = benchmarks.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        check_combinations(args)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -46,6 +63,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, line = one_line(exc)
         print(f"sitemap-worker {args.command}: error: {line}", file=sys.stderr)
         return code
+
+
+def _benchmarks() -> ModuleType | None:
+    """tests/benchmarks/command.py of the checkout this package runs from, imported with that
+    checkout first on the path; None when installed without it (a wheel holds the worker only)."""
+    if not (BENCHMARKS / "command.py").is_file():
+        return None
+    root = str(BENCHMARKS.parents[1])
+    if sys.path[:1] != [root]:
+        sys.path.insert(0, root)
+    return importlib.import_module("tests.benchmarks.command")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -77,13 +105,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             await serve(urls, settings, concurrency=args.concurrency, burst=args.burst)
             return 0
         if args.command == "bench":
-            if args.part == "scan":
-                from .bench_scan import run_scan_bench
-
-                return await run_scan_bench(urls, settings, args)
-            from .bench import run_bench
-
-            return await run_bench(urls, settings, args)
+            benchmarks = _benchmarks()
+            assert benchmarks is not None  # main() checked
+            return int(await benchmarks.run(urls, settings, args))
         if args.command == "enqueue":
             return await _enqueue(urls, settings, args)
         if args.command == "status":

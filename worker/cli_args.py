@@ -186,26 +186,11 @@ def build_parser() -> Parser:
                         "http://127.0.0.1:9187 (its WORKER_METRICS_PORT)")
     health.add_argument("--timeout", type=seconds(0, 3600), default=5.0, help="seconds per check")
 
-    _bench_arguments(sub.add_parser("bench", help="measure queue throughput and pickup latency"))
+    # Its options are the benchmark's own (tests/benchmarks/command.py): cli.main hands it
+    # everything after `bench`; this entry lists it in --help.
+    sub.add_parser("bench", help="measure queue throughput, pickup latency and scan speed "
+                   "(from a source checkout)")
     return parser
-
-
-def _bench_arguments(bench: argparse.ArgumentParser) -> None:
-    count = integer(1, 100_000_000)
-    bench.add_argument("part", nargs="?", default="queue", choices=["queue", "scan"],
-                       help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)")
-    bench.add_argument("--scan-files", type=integer(1, 1000), default=10, help="scan: urlset files")
-    bench.add_argument("--scan-urls", type=integer(1, 50_000), default=50_000,
-                       help="scan: URLs per file (the sitemap protocol's limit)")
-    bench.add_argument("--jobs", type=count, default=10_000, help="jobs to drain")
-    bench.add_argument("--concurrency", type=integer(1, CONCURRENCY_MAX), default=10)
-    bench.add_argument("--latency-jobs", type=count, default=200)
-    bench.add_argument("--insert-seconds", type=seconds(0, 3600), default=5.0,
-                       help="length of each insert-throughput run")
-    bench.add_argument("--insert-clients", type=integer(1, 100), default=8)
-    bench.add_argument("--repeat", type=integer(1, 100), default=3, help="repetitions of each measurement")
-    bench.add_argument("--force", action="store_true",
-                       help="run even though the jobs table holds other jobs (it is emptied)")
 
 
 def check_combinations(args: argparse.Namespace) -> None:

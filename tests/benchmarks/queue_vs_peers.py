@@ -40,7 +40,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from worker import bench  # noqa: E402
+from tests.benchmarks import queue_bench as bench  # noqa: E402
 from worker.database import Urls  # noqa: E402
 from worker.migrate import migrate  # noqa: E402
 from worker.report import table  # noqa: E402

@@ -76,7 +76,8 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    async def wait(self, timeout: float = 20.0) -> int:
+    async def wait(self, timeout: float | None = 20.0) -> int:
+        """Its exit status, once it has exited and its stderr is read (None: no time limit)."""
         async with asyncio.timeout(timeout):
             code = await self.proc.wait()
             await self._reader

@@ -9,12 +9,9 @@ in the same run, since absolute figures on a shared machine are noise.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import re
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +19,12 @@ from pathlib import Path
 from aiohttp import web
 from lxml import etree
 
-from . import db
-from .database import Urls
-from .settings import Settings
-from .sql import q
+from tests.benchmarks.statements import bq
+from tests.support.processes import WorkerProcess
+from worker import db
+from worker.database import Urls
+from worker.settings import Settings
+from worker.sql import q
 
 NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
@@ -76,13 +75,11 @@ async def serve_folder(folder: Path) -> tuple[web.AppRunner, str]:
 async def run_worker(urls: Urls) -> tuple[int, str, float]:
     """Exit status, stderr and CPU seconds (user + system) of one burst worker process."""
     before = _children_cpu()
-    env = {**os.environ, "DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen,
-           "WORKER_ALLOW_PRIVATE_NETWORKS": "true", "WORKER_LOG_LEVEL": "INFO"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "run", "--burst", "--no-migrate", "--concurrency", "1",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    return proc.returncode or 0, err.decode(errors="replace"), _children_cpu() - before
+    env = {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen,
+           "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}
+    proc = await WorkerProcess.start(env, "run", "--burst", "--no-migrate", "--concurrency", "1")
+    code = await proc.wait(timeout=None)  # as long as the scan takes
+    return code, proc.log(), _children_cpu() - before
 
 
 def _children_cpu() -> float:
@@ -107,8 +104,8 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
                 job_id = row["id"]
                 code, log, cpu = await run_worker(urls)
                 job = await conn.fetchrow(q("get_job"), job_id)
-                stored = await conn.fetchval(q("bench_scan_stored"), job_id)
-                await conn.execute(q("bench_scan_forget"), job_id)
+                stored = await conn.fetchval(bq("scan_stored"), job_id)
+                await conn.execute(bq("scan_forget"), job_id)
             finally:
                 await conn.close()
         finally:

@@ -1,6 +1,6 @@
--- Statements that only `sitemap-worker bench` (worker/bench.py) and
--- tests/benchmarks/queue_vs_peers.py run, loaded by name like queries.sql. The worker
--- never runs any of these.
+-- Statements that only the benchmarks run (queue_bench.py, scan_bench.py and
+-- queue_vs_peers.py here), loaded by name (statements.py) the way the worker loads
+-- sql/queries.sql. The worker never runs any of these.
 
 -- name: server_facts :one
 SELECT current_setting('server_version') AS version,
@@ -96,3 +96,11 @@ CHECKPOINT;
 -- name: pgbench_insert :exec
 -- The insert benchmark's pgbench script: one one-row transaction, the way a client enqueues.
 INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}');
+
+-- name: scan_stored :val
+-- URLs one scan stored. $1 job.
+SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
+
+-- name: scan_forget :exec
+-- The scan benchmark's job and everything it stored (cascade). $1 job.
+DELETE FROM jobs WHERE id = $1;

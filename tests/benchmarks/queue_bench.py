@@ -1,5 +1,5 @@
-"""`sitemap-worker bench`: drain throughput, pickup latency, and what the wake-up trigger
-costs inserts, measured the way the anchor figures for procrastinate and PgQueuer were
+"""`sitemap-worker bench` (queue): drain throughput, pickup latency, and what the wake-up
+trigger costs inserts, measured the way the anchor figures for procrastinate and PgQueuer were
 (shared research, anchor-bench.md), so the numbers can be set side by side.
 
 - Drain: N noop jobs inserted in one statement, ANALYZE, then our engine in burst mode,
@@ -23,44 +23,31 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from . import db
-from .database import Urls
-from .engine import Worker
-from .jobs import default_registry
-from .listener import WAKEUP_CHANNEL
-from .report import table
-from .settings import Settings
-from .sql import parse_queries, q, sql_dir
+from tests.benchmarks.statements import bq
+from tests.support.processes import WorkerProcess
+from worker import db
+from worker.database import Urls
+from worker.engine import Worker
+from worker.jobs import default_registry
+from worker.listener import WAKEUP_CHANNEL
+from worker.report import table
+from worker.settings import Settings
+from worker.sql import q
 
 CONTROL_APPLICATION = "sitemap-worker-bench"
 K = TypeVar("K")
-
-
-@cache
-def _bench_queries() -> dict[str, Any]:
-    return parse_queries((sql_dir() / "bench.sql").read_text(encoding="utf-8"))
-
-
-def bq(name: str) -> str:
-    """A named statement from sql/bench.sql (the worker itself never runs these)."""
-    return _bench_queries()[name].text
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -243,54 +230,6 @@ def _median_cost(runs: Sequence[DrainRun], key: str, fmt: str = ".2f") -> str:
 
 # -- 2. pickup latency --------------------------------------------------------------------
 
-class WorkerProcess:
-    """`python -m worker run` in a child process, announced ready by its "ready:" log line.
-    Its stderr is drained by a thread for the whole run so the pipe never fills."""
-
-    def __init__(self, urls: Urls, concurrency: int) -> None:
-        self.argv = [sys.executable, "-m", "worker", "run", "--concurrency", str(concurrency), "--no-migrate"]
-        self.env = {**os.environ, "DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen,
-                    "WORKER_LOG_LEVEL": "INFO"}
-        self.tail: deque[str] = deque(maxlen=20)
-        self._ready = threading.Event()
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        self._proc = subprocess.Popen(
-            self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-        self._reader = threading.Thread(target=self._read, name="worker-stderr", daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("worker process did not get ready:\n" + "\n".join(self.tail))
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self.tail.append(line.rstrip())
-            if "ready:" in line:
-                self._ready.set()
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._reader is not None:
-            self._reader.join(5)
-        return proc.returncode
-
-
 async def wait_started(conn: asyncpg.Connection, ids: list[int], timeout: float = 15.0) -> dict[int, float]:
     """started_at (epoch s) of every job once all have been claimed and completed."""
     rows: list[asyncpg.Record] = []
@@ -311,9 +250,11 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
     """Claim latency in ms (started_at minus commit) for `count` jobs inserted 20 ms apart into
     an idle worker process that has been listening for 1 s."""
     await conn.execute(bq("reset_jobs"))
-    proc = WorkerProcess(urls, concurrency)
-    await asyncio.to_thread(proc.start)
+    proc = await WorkerProcess.start(
+        {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen},
+        "run", "--concurrency", str(concurrency), "--no-migrate")
     try:
+        await proc.wait_ready(30)
         producer = await db.connect(urls.work, settings)
         try:
             stamped = await paced_inserts(
@@ -322,7 +263,7 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
             await producer.close()
         started = await wait_started(conn, [job_id for job_id, _ in stamped])
     finally:
-        await asyncio.to_thread(proc.stop)
+        await proc.stop()
     return [(started[job_id] - committed) * 1000 for job_id, committed in stamped]
 
 
@@ -363,7 +304,7 @@ def redact(dsn: str) -> str:
 
 def find_pgbench() -> Path | None:
     """Next to the server binaries first (same version), else on PATH."""
-    from .embedded_pg import EmbeddedPostgresError, find_bindir
+    from worker.embedded_pg import EmbeddedPostgresError, find_bindir
 
     with contextlib.suppress(EmbeddedPostgresError):
         candidate = find_bindir() / "pgbench"

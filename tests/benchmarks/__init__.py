@@ -1,0 +1,1 @@
+"""Benchmarks: run from a source checkout, by `sitemap-worker bench` or as scripts."""
