@@ -309,10 +309,11 @@ def write_timeout(settings: Settings) -> float:
     """A final write locks its rows and stops their renewals while it runs (`renewable`): it
     may not run past the lease it started with, so a write that fails leaves them to the
     heartbeat, never claimable by another worker. The lease was renewed at most a
-    heartbeat ago; one more heartbeat renews the rows once the write has given up."""
-    lease = settings.lease.total_seconds()
-    beat = settings.heartbeat_interval.total_seconds()
-    return min(settings.statement_timeout.total_seconds(), max(lease - 2 * beat, lease / 2))
+    heartbeat ago; once the write has given up, the heartbeat has the other half of the
+    lease (less that heartbeat) to renew the rows: a wide margin, so that a loaded machine
+    that runs the heartbeat late still renews them in time. Final writes are tiny: half a
+    lease (15 s by default) is far more than one needs."""
+    return min(settings.statement_timeout.total_seconds(), settings.lease.total_seconds() / 2)
 
 
 def _transient(exc: BaseException) -> bool:
