@@ -15,6 +15,8 @@ import pytest
 from tests.acceptance.conftest import FAST, spawn, watcher, worker_env  # noqa: F401  (fixtures)
 from tests.support.restartable import TEMPLATE, RestartablePostgres
 from tests.support.sites import Site
+from tests.support.tcpproxy import TcpProxy
+from worker.embedded_pg import EmbeddedPostgres
 from worker.migrate import migrate
 from worker.settings import Settings
 
@@ -68,3 +70,12 @@ async def site() -> AsyncIterator[Site]:
         body = "".join(f"<url><loc>{s.url(f'/p/{i}')}</loc></url>" for i in range(20))
         s.add("/sitemap.xml", f'<?xml version="1.0"?><urlset {NS}>{body}</urlset>')
         yield s
+
+
+@pytest.fixture
+async def proxy(pg_server: EmbeddedPostgres) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy of the tests' own in front of the test server, to cut or silence a link."""
+    p = TcpProxy(pg_server.port)
+    await p.start()
+    yield p
+    await p.close()

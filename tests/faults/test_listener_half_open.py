@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -23,7 +23,6 @@ from tests.support.processes import WorkerProcess
 from tests.support.restartable import AtLeast
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waits import StatusWatcher
-from worker.embedded_pg import EmbeddedPostgres
 from worker.settings import Settings
 
 Spawn = Callable[..., Awaitable[WorkerProcess]]
@@ -34,14 +33,6 @@ POLL = 2.0  # long enough that a pickup within 0.5 s can only come from a NOTIFY
 # Scheduling noise on a shared 2-core machine, on top of interval + timeout.
 DETECTION_SLACK = 1.5
 DOCUMENTED_BOUND = 30.0  # seconds: what the README promises, with the default settings
-
-
-@pytest.fixture
-async def proxy(pg_server: EmbeddedPostgres) -> AsyncIterator[TcpProxy]:
-    p = TcpProxy(pg_server.port)
-    await p.start()
-    yield p
-    await p.close()
 
 
 @pytest.fixture

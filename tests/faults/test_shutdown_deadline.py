@@ -14,7 +14,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -25,7 +25,6 @@ from tests.support.processes import WorkerProcess
 from tests.support.status_gate import gate_closed, install_gate
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waits import StatusWatcher
-from worker.embedded_pg import EmbeddedPostgres
 
 Spawn = Callable[..., Awaitable[WorkerProcess]]
 GRACE = float(FAST["WORKER_SHUTDOWN_GRACE"])
@@ -60,14 +59,6 @@ async def test_exit_within_the_grace_while_outcome_writes_are_blocked(
     await spawn("run")
     rows = await watcher.wait_for([quick, held], "completed", timeout=30)
     assert [r["attempts"] for r in rows] == [2, 2]
-
-
-@pytest.fixture
-async def proxy(pg_server: EmbeddedPostgres) -> AsyncIterator[TcpProxy]:
-    p = TcpProxy(pg_server.port)
-    await p.start()
-    yield p
-    await p.close()
 
 
 @pytest.fixture
