@@ -12,7 +12,7 @@ import pytest
 from tests.support.sites import Site
 from worker.engine import Worker
 from worker.jobs import default_registry
-from worker.scan.store import CHUNK
+from worker.jobs.sitemap.store import CHUNK
 from worker.waiting import wait_for_jobs
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..scan.crawl import scan_site
 from ..scan.fetch import Fetcher, FetchLimits
 from ..scan.netguard import NetGuard
 from ..scan.target import parse_target
 from .registry import JobType
+from .sitemap.crawl import scan_site
 
 if TYPE_CHECKING:
     from ..context import JobContext

@@ -25,9 +25,8 @@ import aiohttp
 import tenacity
 from yarl import URL
 
-from worker.errors import retry_delay, storable
+from worker.scan.clean import retry_delay, storable
 from worker.scan.netguard import ForbiddenAddress, GuardedResolver, NetGuard
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +40,25 @@ _NO_SUCH_NAME = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NON
 Sink = Callable[[bytes], Awaitable[bool | None] | bool | None]
 
 
-def _setting(name: str) -> Any:
-    """The default of Settings' `fetch_<name>`: Settings documents it, so it is said once."""
-    value = Settings.model_fields[f"fetch_{name}"].default
-    return value.total_seconds() if isinstance(value, timedelta) else value
-
-
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
-    """Every fetch knob with its default. Durations in seconds. Settings fields are the
-    same names with a `fetch_` prefix (allow_private_networks as is)."""
+    """Every fetch knob with its default. Durations in seconds. The worker builds one from
+    its Settings (from_settings: the same names with a `fetch_` prefix, allow_private_networks
+    as is); the library reads no settings of its own. The defaults equal Settings' (a unit
+    test holds them together)."""
 
-    connect_timeout: float = _setting("connect_timeout")
-    read_timeout: float = _setting("read_timeout")  # longest silence while waiting for bytes
-    total_timeout: float = _setting("total_timeout")  # one attempt, all hops, the whole body
-    user_agent: str = _setting("user_agent")
-    per_host_concurrency: int = _setting("per_host_concurrency")
-    per_host_delay: float = _setting("per_host_delay")  # minimum gap between requests to a host
-    max_bytes: int = _setting("max_bytes")  # bytes on the wire: the spec's 50 MB plus a margin
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0  # longest silence while waiting for bytes
+    # One attempt, all hops, the whole body; time the sink spends waiting (its consumer
+    # applying back-pressure) is not counted: it measures the server, not us.
+    total_timeout: float = 60.0
+    user_agent: str = "sitemap-worker/0.1 (+https://github.com/sitemap-worker)"
+    per_host_concurrency: int = 4
+    per_host_delay: float = 0.0  # minimum gap between requests to a host
+    max_bytes: int = 51 * MiB  # bytes on the wire: the spec's 50 MB plus a margin
     robots_max_bytes: int = 512 * KiB  # fetch_bytes() default; Google reads 500 KiB
-    max_redirects: int = _setting("max_redirects")
-    max_attempts: int = _setting("max_attempts")
+    max_redirects: int = 10
+    max_attempts: int = 3
     retry_base: float = 1.0  # first backoff; doubles per attempt, +-10% jitter
     max_retry_wait: float = 60.0  # cap on backoff and on an honoured Retry-After
     chunk_size: int = 64 * KiB
@@ -297,7 +294,7 @@ class Fetcher:
                         continue
                     _take_headers(result, resp)
                     if resp.status == 304 or 200 <= resp.status < 300:
-                        await self._stream(resp, result, call.sink, call.cap)
+                        await self._stream(resp, result, call.sink, call.cap, deadline)
                         return
                     result.error = f"HTTP {resp.status}"
                     result.transient = resp.status in (408, 429) or resp.status >= 500
@@ -346,13 +343,16 @@ class Fetcher:
             return f"{where}URL with credentials refused"
         return None
 
-    async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int) -> None:
-        """Copy the body into the sink in chunks, stopping at `cap` bytes."""
+    async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int,
+                      deadline: asyncio.Timeout) -> None:
+        """Copy the body into the sink in chunks, stopping at `cap` bytes. The deadline
+        stands still while the sink runs: a consumer that makes us wait (back-pressure from
+        a slow database) is not the server being slow, and must not read as "timed out"."""
         while chunk := await resp.content.read(self.limits.chunk_size):
             over = len(chunk) > cap - result.bytes_read
             chunk = chunk[: cap - result.bytes_read]
             result.bytes_read += len(chunk)
-            if chunk and await _deliver(sink, chunk) is False:
+            if chunk and await _deliver_paused(sink, chunk, deadline) is False:
                 result.stopped = True
             elif over:
                 result.error, result.truncated = f"download cap of {cap:,} bytes reached", True
@@ -436,6 +436,21 @@ def _location(value: str) -> str:
     if value.isascii():
         return value
     return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in value)
+
+
+async def _deliver_paused(sink: Sink, chunk: bytes, deadline: asyncio.Timeout) -> bool | None:
+    """_deliver with the attempt's deadline stopped meanwhile (resumed with what was left)."""
+    when = deadline.when()
+    if when is None:
+        return await _deliver(sink, chunk)
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    deadline.reschedule(None)
+    try:
+        return await _deliver(sink, chunk)
+    finally:
+        if not deadline.expired():
+            deadline.reschedule(loop.time() + left)
 
 
 async def _deliver(sink: Sink, chunk: bytes) -> bool | None:

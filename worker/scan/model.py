@@ -15,7 +15,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urljoin
 
-Kind = Literal["urlset", "index", "text", "rss", "atom", "html", "unknown"]
+# What a fetched sitemap file turned out to be (sitemap_files.kind); not a job outcome's kind.
+SitemapKind = Literal["urlset", "index", "text", "rss", "atom", "html", "unknown"]
 
 HTTP_PREFIXES = ("https://", "http://")
 # sitemaps.org asks for < 2,048 characters; real files go beyond, so only

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from worker.scan.gunzip import GZIP_MAGIC, Gunzip
-from worker.scan.model import Entry, Kind
+from worker.scan.model import Entry, SitemapKind
 from worker.scan.textstream import TextStream
 from worker.scan.xmlstream import DOCTYPE_ERROR, XmlStream
 
@@ -31,7 +31,7 @@ HTML_ERROR = "HTML page, not a sitemap"
 
 _XML_WS = " \t\r\n"
 _NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*")
-_ROOT_KINDS: dict[str, Kind] = {
+_ROOT_KINDS: dict[str, SitemapKind] = {
     "urlset": "urlset",
     "sitemapindex": "index",
     "rss": "rss",
@@ -45,7 +45,7 @@ _HTML_ROOTS = frozenset(("html", "head", "body", "meta", "title", "script", "sty
 
 @dataclass(slots=True)
 class _Sniff:
-    kind: Kind
+    kind: SitemapKind
     start: int = 0  # bytes to drop (UTF-8 BOM, blank lines before <?xml)
     encoding: str = "utf-8"
     error: str | None = None
@@ -183,7 +183,7 @@ class SitemapParser:
         self.charset = charset  # may be set until the first feed()
         self.max_urls = max_urls
         self.max_uncompressed_bytes = max_uncompressed_bytes
-        self.kind: Kind = "unknown"
+        self.kind: SitemapKind = "unknown"
         self.error: str | None = None
         self.truncated = False
         self.bytes_in = 0

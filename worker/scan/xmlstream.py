@@ -46,8 +46,8 @@ from worker.scan.model import (
     MAX_URL_CHARS,
     ChildSitemap,
     Entry,
-    Kind,
     Memo,
+    SitemapKind,
     SitemapUrl,
     lastmod_pair,
     parse_changefreq,
@@ -85,7 +85,7 @@ class XmlStream:
     """One XML document of a known kind, fed in byte chunks."""
 
     def __init__(
-        self, kind: Kind, base_url: str, max_urls: int, root: str = "", codec: str = "utf-8"
+        self, kind: SitemapKind, base_url: str, max_urls: int, root: str = "", codec: str = "utf-8"
     ) -> None:
         """root: the root's name as written, prefix included (tag filters are
         case-sensitive); codec: an ASCII-compatible codec or utf-16-le/-be, to

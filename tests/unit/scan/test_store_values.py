@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from worker.scan.model import SitemapUrl
-from worker.scan.store import _clean, _json
+from worker.jobs.sitemap.store import _clean, _json
 
 
 @pytest.mark.parametrize(("value", "stored"), [

@@ -1,8 +1,9 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
 Each write goes through the job's phase (JobContext.phase), so it commits together with
-the job's progress and only while this worker still owns the job. Rows are keyed per job
-(md5 of the URL), so a job re-run after a crash adds nothing twice.
+the job's progress and only while this worker still owns the job. A URL is unique per job
+by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a
+crash adds nothing twice.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 import asyncpg
 
-from ..context import JobContext
-from ..errors import storable
-from ..sql import q
-from .fetch import FetchResult
-from .model import SitemapUrl
+from ...context import JobContext
+from ...errors import storable
+from ...scan.fetch import FetchResult
+from ...scan.model import SitemapUrl
+from ...sql import q
 
 DEADLOCK_ATTEMPTS = 3
 CHUNK = 2000  # URLs per insert statement: a few hundred KB, well inside one short transaction

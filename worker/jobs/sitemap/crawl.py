@@ -1,6 +1,7 @@
 """One site's scan: discover sitemaps, walk indexes breadth-first, stream each file into the
-parser and its URLs into Postgres in chunks. No transaction is open while bytes arrive: a
-chunk of URLs is written between two reads of the body, in its own short phase."""
+parser and its URLs into Postgres in chunks. No transaction is open while bytes arrive: the
+body sink only parses and queues; a storage task writes each chunk in its own short phase
+(pipeline.py says why and how the two sides meet)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,22 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..context import JobContext
-from ..errors import PermanentJobError, RetryableJobError, describe, storable
-from .fetch import Fetcher, FetchResult, Sink
-from .model import ChildSitemap, SitemapUrl
-from .parse import SitemapParser
-from .robots import MAX_ROBOTS_BYTES, WELL_KNOWN_PATHS, read_robots
+from ...context import JobContext
+from ...errors import PermanentJobError, RetryableJobError
+from ...scan.discover import discover
+from ...scan.fetch import Fetcher, FetchResult, Sink
+from ...scan.model import ChildSitemap, SitemapUrl
+from ...scan.parse import SitemapParser
+from ...scan.target import Target
+from .pipeline import FileStore
 from .store import (
     CHUNK,
-    UNSTORABLE,
     FileOutcome,
     UrlWriter,
     finish_file,
     open_file,
     stored_url_count,
 )
-from .target import Target
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,14 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     # towards max_urls and url_count: the re-run adds only what they lack.
     state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
     writer = UrlWriter(ctx, stored_before=state.urls)
-    origin, seeds, warnings = await _discover(fetcher, target)
+    found = await discover(fetcher, target)
+    if not found.reached:
+        # A host that cannot be reached at all is asked nothing more. The job fails at once
+        # with that one error, retryable when the error may pass.
+        failure = RetryableJobError if all(r.transient for _, r in found.unreachable) else PermanentJobError
+        raise failure("no sitemap could be fetched: " + "; ".join(
+            f"{o} cannot be reached ({r.error})" for o, r in found.unreachable))
+    origin, seeds, warnings = found.origin, found.seeds, found.warnings
     queue = deque(Pending(url, None, None, 0, source) for url, source in seeds)
     state.known = len(queue)
     listed = sum(1 for item in queue if item.source == "robots")
@@ -134,51 +142,6 @@ async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: Sca
         raise
 
 
-async def _discover(fetcher: Fetcher, target: Target) -> tuple[str, list[tuple[str, str]], list[str]]:
-    """robots.txt Sitemap: lines and the well-known paths, always both. For a bare name,
-    https first; http when https cannot be reached at all. Returns the origin, the seeds
-    and warnings for the result.
-
-    A host that cannot be reached at all (no such name, connection refused or timed out,
-    TLS failure, an address the guard refuses) is asked nothing more: its well-known
-    paths would each fail the same way, one connect timeout after another. The job fails
-    at once with that one error, retryable when the error may pass."""
-    origin, listed, warnings = target.origins[0], [], []
-    unreachable: list[tuple[str, FetchResult]] = []
-    for candidate in target.origins:
-        result, body = await fetcher.fetch_bytes(candidate + "/robots.txt", retry_unreachable=False)
-        origin = candidate
-        if result.unreachable:
-            unreachable.append((candidate, result))
-            continue
-        if result.status is not None:  # the server answered, whatever the status
-            # A body cut short (the cap, a timeout, a dropped connection) still lists
-            # sitemaps in its complete lines.
-            if 200 <= result.status < 300 and (result.ok or result.truncated):
-                robots = read_robots(body, result.final_url or candidate + "/robots.txt",
-                                     cut=result.truncated)
-                listed = robots.sitemaps
-                if robots.cut:
-                    warnings.append(storable(_robots_cut(result, len(body))))
-            break
-    if len(unreachable) == len(target.origins):
-        failure = RetryableJobError if all(r.transient for _, r in unreachable) else PermanentJobError
-        raise failure("no sitemap could be fetched: " + "; ".join(
-            f"{o} cannot be reached ({r.error})" for o, r in unreachable))
-    seeds = [(url, "robots") for url in listed]
-    seeds += [(origin + path, "well_known") for path in WELL_KNOWN_PATHS
-              if origin + path not in listed]
-    return origin, seeds, warnings
-
-
-def _robots_cut(result: FetchResult, size: int) -> str:
-    if result.capped or not result.truncated:  # the download cap, or the text unpacked from gzip
-        return (f"robots.txt is over {MAX_ROBOTS_BYTES // 1024} KiB: only the Sitemap: lines "
-                f"in its first {MAX_ROBOTS_BYTES // 1024} KiB were read")
-    return (f"robots.txt was cut short ({result.error}): only the Sitemap: lines in its first "
-            f"{size:,} bytes were read")
-
-
 async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
                      item: Pending) -> list[Pending]:
     if item.url in state.visited:
@@ -188,50 +151,31 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
     pending: list[SitemapUrl] = []
     children: list[ChildSitemap] = []
     file_id = await open_file(ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source)
-    listed = 0
-    unstorable: str | None = None  # a chunk the database would not take, even cleaned
-
-    async def flush() -> None:
-        nonlocal listed, pending, unstorable
-        if not pending or unstorable:
-            pending = []
-            return
-        chunk, pending = pending, []
-        listed += len(chunk)
-        take = min(len(chunk), state.max_urls - state.urls)
-        if take <= 0:
-            return
-        state.urls += take  # reserved first: files storing side by side cannot pass max_urls
-        settled = False
-
-        def counted(new: int) -> None:
-            nonlocal settled
-            settled = True
-            state.urls += new - take  # URLs the job already had give their places back
-
-        try:
-            await writer.store(file_id, chunk[:take], counted)
-        except UNSTORABLE as exc:  # this file fails; the scan goes on
-            unstorable = f"URLs could not be stored: {describe(exc)}"
-            listed -= len(chunk)
-        finally:
-            if not settled:
-                state.urls -= take
+    store = FileStore(writer, state, file_id)
 
     async def sink(chunk: bytes) -> bool:
+        nonlocal pending
         for entries in parser.feed_batches(chunk):
             _sort(entries, pending, children)
             if len(pending) >= CHUNK:
-                await flush()
-        return not state.full and unstorable is None
+                await store.put(pending)
+                pending = []
+        if state.full:  # reserved places: let storage settle (known URLs give theirs back)
+            await store.settle()
+        return not state.full and store.unstorable is None
 
-    fetched = await _fetch(fetcher, state, item.url, sink)
-    # A body cut short (download cap, deadline, dropped connection, or we stopped reading)
-    # ends mid-entry: the parser drops the unfinished one rather than guess at it.
-    cut = fetched.truncated or fetched.stopped
-    if fetched.ok or cut:
-        _sort(parser.close(cut=cut), pending, children)
-    await flush()
+    try:
+        fetched = await _fetch(fetcher, state, item.url, sink)
+        # A body cut short (download cap, deadline, dropped connection, or we stopped
+        # reading) ends mid-entry: the parser drops the unfinished one rather than guess at it.
+        cut = fetched.truncated or fetched.stopped
+        if fetched.ok or cut:
+            _sort(parser.close(cut=cut), pending, children)
+        await store.put(pending)
+        await store.close()
+    finally:
+        await store.abort()  # a no-op once closed; else nothing of this file keeps running
+    listed, unstorable = store.listed, store.unstorable
     if fetched.final_url and fetched.final_url != item.url:
         if fetched.final_url in state.visited:
             children = []  # the same document under another name: walked already
