@@ -4,7 +4,7 @@
 -- all of them work through PgBouncer/Supavisor in transaction mode.
 
 -- name: claim_jobs :many
--- Batch claim for the free slots (the statement is sitemap_worker_claim in the schema).
+-- Batch claim for the free slots (sitemap_worker_claim in sql/schema.sql).
 -- $1 owner, $2 how many, $3 lease in seconds, $4 ids of the jobs the worker is running.
 SELECT * FROM sitemap_worker_claim($1, $2, $3, $4::bigint[]);
 
@@ -24,29 +24,17 @@ SELECT sitemap_worker_complete AS id FROM sitemap_worker_complete($1, $2::bigint
 
 -- name: fail_job :val
 -- Permanent failure, or the last attempt failed. $1 id, $2 owner, $3 error.
-UPDATE jobs
-   SET status = 'failed', error = $3, owner = NULL, lease_expires_at = NULL
- WHERE id = $1 AND owner = $2 AND status = 'processing'
-RETURNING id;
+SELECT sitemap_worker_fail($1, $2, $3);
 
 -- name: retry_job :val
 -- Transient failure with attempts left: back to pending after a backoff.
 -- $1 id, $2 owner, $3 error, $4 delay in seconds.
-UPDATE jobs
-   SET status = 'pending', error = $3, owner = NULL, lease_expires_at = NULL,
-       run_at = now() + make_interval(secs => $4)
- WHERE id = $1 AND owner = $2 AND status = 'processing'
-RETURNING id;
+SELECT sitemap_worker_retry($1, $2, $3, $4);
 
 -- name: release_jobs :many
 -- Graceful shutdown: unfinished jobs go back to pending without burning an attempt.
 -- $1 owner, $2 ids.
-UPDATE jobs
-   SET status = 'pending', owner = NULL, lease_expires_at = NULL,
-       attempts = greatest(attempts - 1, 0), run_at = now(),
-       error = 'released by a worker shutting down'
- WHERE id = ANY($2::bigint[]) AND owner = $1 AND status = 'processing'
-RETURNING id;
+SELECT sitemap_worker_release AS id FROM sitemap_worker_release($1, $2::bigint[]);
 
 -- name: enqueue_many :many
 -- One statement for many jobs (a throttled wake-up, however many rows).
@@ -188,14 +176,6 @@ SELECT 'sitemap_scan', u.p::jsonb, $4, $1,
 SELECT CASE WHEN children_ended >= children_total
             THEN sitemap_worker_batch_result(id)::text END
   FROM jobs WHERE id = $1;
-
--- name: bench_scan_stored :val
--- $1 job.
-SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
-
--- name: bench_scan_forget :exec
--- The benchmark's scan and everything it stored (cascade). $1 job.
-DELETE FROM jobs WHERE id = $1;
 
 -- name: queue_depth :many
 -- Metrics at scrape time; both sets are small and indexed (partial indexes), unlike the
