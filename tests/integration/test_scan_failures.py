@@ -16,9 +16,9 @@ from tests.support.sites import RawSite, Site, free_port, response
 from worker.database import Urls
 from worker.engine import Worker
 from worker.jobs import default_registry
+from worker.jobs.sitemap.store import CHUNK
 from worker.metrics import PREFIX, Metrics
 from worker.scan.robots import MAX_ROBOTS_BYTES
-from worker.jobs.sitemap.store import CHUNK
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 IMG = 'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"'

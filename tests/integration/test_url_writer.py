@@ -10,8 +10,8 @@ import pytest
 from tests.support.claimed import claimed_context
 from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
 from worker.errors import JobLost
-from worker.scan.model import SitemapUrl
 from worker.jobs.sitemap.store import UrlWriter, open_file, stored_url_count
+from worker.scan.model import SitemapUrl
 
 LONG = "https://a.test/long?" + "q" * 2500  # keyed by md5: over the btree-friendly 2,000 bytes
 

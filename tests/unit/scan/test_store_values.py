@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from worker.scan.model import SitemapUrl
 from worker.jobs.sitemap.store import _clean, _json
+from worker.scan.model import SitemapUrl
 
 
 @pytest.mark.parametrize(("value", "stored"), [
