@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.sites import RawSite, Reply, Site, free_port, response
-from worker.scan.fetch import Fetcher, FetchLimits, retry_after_seconds
+from worker.scan.fetch import Fetcher, FetchLimits, deadline_paused, retry_after_seconds
 from worker.scan.netguard import GuardedResolver, NetGuard, is_forbidden
 from worker.settings import Settings
 
@@ -416,3 +416,32 @@ async def test_resolver_keeps_only_allowed_addresses() -> None:
     resolver = GuardedResolver(NetGuard(), Inner())  # type: ignore[arg-type]
     got = await resolver.resolve("rebind.example", 80)
     assert [r["host"] for r in got] == ["93.184.215.14"]
+
+
+@pytest.mark.parametrize("paused", [True, False])
+async def test_a_sink_waiting_inside_deadline_paused_does_not_use_up_the_deadline(site: Site, paused: bool) -> None:
+    """The sink waits on something slow of its own (here another fetch, which the server
+    answers after 1 s) for longer than the whole deadline. Inside deadline_paused() that
+    wait is not the server's, and the body arrives whole; outside it, the fetch times out."""
+    body = b"<urlset>" + b"x" * 300_000 + b"</urlset>"
+    site.add("/sitemap.xml", body)
+    site.add("/slow", b"ok", delay=1.0)
+    received = bytearray()
+
+    async with Fetcher(limits(total_timeout=0.5, max_attempts=1)) as main, Fetcher(limits()) as other:
+        async def sink(chunk: bytes) -> None:
+            if not received:  # once, at the first chunk
+                if paused:
+                    async with deadline_paused():
+                        slow, _ = await other.fetch_bytes(site.url("/slow"))
+                else:
+                    slow, _ = await other.fetch_bytes(site.url("/slow"))
+                assert slow.ok
+            received.extend(chunk)
+
+        result = await main.fetch(site.url("/sitemap.xml"), sink)
+    if paused:
+        assert result.ok, result.error
+        assert bytes(received) == body
+    else:
+        assert result.error == "timed out after 0.5 s" and result.truncated

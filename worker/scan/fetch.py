@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Self
@@ -38,6 +39,28 @@ _NO_SUCH_NAME = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NON
 # The sink gets each body chunk; returning False (or an awaitable of False) stops the
 # download early without an error (e.g. the parser has all the URLs it will take).
 Sink = Callable[[bytes], Awaitable[bool | None] | bool | None]
+_DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("fetch_deadline", default=None)
+
+
+@asynccontextmanager
+async def deadline_paused() -> AsyncIterator[None]:
+    """For a sink that must wait on its own consumer (back-pressure from a slow database):
+    the running attempt's total_timeout stands still inside the block and resumes with the
+    time it had left. That wait is not the server being slow, and must not read as "timed
+    out". Outside a fetch, or before the deadline started, it does nothing."""
+    deadline = _DEADLINE.get()
+    when = deadline.when() if deadline is not None else None
+    if deadline is None or when is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        if not deadline.expired():
+            deadline.reschedule(loop.time() + left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +72,7 @@ class FetchLimits:
 
     connect_timeout: float = 10.0
     read_timeout: float = 20.0  # longest silence while waiting for bytes
-    # One attempt, all hops, the whole body; time the sink spends waiting (its consumer
-    # applying back-pressure) is not counted: it measures the server, not us.
+    # One attempt, all hops, the whole body; not the time a sink spends in deadline_paused().
     total_timeout: float = 60.0
     user_agent: str = "sitemap-worker/0.1 (+https://github.com/sitemap-worker)"
     per_host_concurrency: int = 4
@@ -261,6 +283,7 @@ class Fetcher:
         result = FetchResult(url=call.url, final_url=call.url)
         # No deadline while queued for the host's slot; it starts with the first request.
         deadline = asyncio.timeout(None)
+        token = _DEADLINE.set(deadline)  # for deadline_paused() in the sink
         try:
             async with deadline:
                 await self._follow(session, call, result, deadline)
@@ -271,6 +294,8 @@ class Fetcher:
             result.truncated = result.truncated or result.bytes_read > 0
             result.unreachable = result.status is None and not deadline.expired() and isinstance(
                 exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+        finally:
+            _DEADLINE.reset(token)
         may_wait = (result.retry_after or 0) <= self.limits.max_retry_wait
         may_retry = call.retry_unreachable or not result.unreachable
         if result.transient and result.bytes_read == 0 and may_wait and may_retry:
@@ -294,7 +319,7 @@ class Fetcher:
                         continue
                     _take_headers(result, resp)
                     if resp.status == 304 or 200 <= resp.status < 300:
-                        await self._stream(resp, result, call.sink, call.cap, deadline)
+                        await self._stream(resp, result, call.sink, call.cap)
                         return
                     result.error = f"HTTP {resp.status}"
                     result.transient = resp.status in (408, 429) or resp.status >= 500
@@ -343,16 +368,13 @@ class Fetcher:
             return f"{where}URL with credentials refused"
         return None
 
-    async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int,
-                      deadline: asyncio.Timeout) -> None:
-        """Copy the body into the sink in chunks, stopping at `cap` bytes. The deadline
-        stands still while the sink runs: a consumer that makes us wait (back-pressure from
-        a slow database) is not the server being slow, and must not read as "timed out"."""
+    async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int) -> None:
+        """Copy the body into the sink in chunks, stopping at `cap` bytes."""
         while chunk := await resp.content.read(self.limits.chunk_size):
             over = len(chunk) > cap - result.bytes_read
             chunk = chunk[: cap - result.bytes_read]
             result.bytes_read += len(chunk)
-            if chunk and await _deliver_paused(sink, chunk, deadline) is False:
+            if chunk and await _deliver(sink, chunk) is False:
                 result.stopped = True
             elif over:
                 result.error, result.truncated = f"download cap of {cap:,} bytes reached", True
@@ -436,21 +458,6 @@ def _location(value: str) -> str:
     if value.isascii():
         return value
     return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in value)
-
-
-async def _deliver_paused(sink: Sink, chunk: bytes, deadline: asyncio.Timeout) -> bool | None:
-    """_deliver with the attempt's deadline stopped meanwhile (resumed with what was left)."""
-    when = deadline.when()
-    if when is None:
-        return await _deliver(sink, chunk)
-    loop = asyncio.get_running_loop()
-    left = when - loop.time()
-    deadline.reschedule(None)
-    try:
-        return await _deliver(sink, chunk)
-    finally:
-        if not deadline.expired():
-            deadline.reschedule(loop.time() + left)
 
 
 async def _deliver(sink: Sink, chunk: bytes) -> bool | None:

@@ -10,7 +10,8 @@ phase per chunk. The choices:
   rarely fills; when storage falls behind, the sink waits for room (TCP flow control then
   slows the server) and a file never holds more than QUEUED_CHUNKS + 2 chunks in memory.
 - Each side has its own deadline: the fetch's total_timeout stands still while the sink
-  runs (Fetcher._stream), so waiting on the database never reads as "timed out"; storage
+  waits for room (scan.fetch.deadline_paused; parsing still counts), so waiting on the
+  database never reads as "timed out"; storage
   keeps the phases' own limits (statement timeout, lease), whose failure fails the job as a
   database error, as before.
 - Host slots: a file whose URLs fit in the queue is read to its end, and its host slot
@@ -31,6 +32,7 @@ from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 from ...errors import describe
+from ...scan.fetch import deadline_paused
 from ...scan.model import SitemapUrl
 from .store import CHUNK, UNSTORABLE, UrlWriter
 
@@ -71,7 +73,8 @@ class FileStore:
             self._queue.put_nowait((chunk, take))
         except asyncio.QueueFull:
             try:
-                await self._race(self._queue.put((chunk, take)))
+                async with deadline_paused():
+                    await self._race(self._queue.put((chunk, take)))
             except BaseException:
                 self.budget.urls -= take  # never queued
                 raise
@@ -79,7 +82,8 @@ class FileStore:
     async def settle(self) -> None:
         """Wait until every queued chunk is stored: the budget then counts only what is."""
         self._check()
-        await self._race(self._queue.join())
+        async with deadline_paused():
+            await self._race(self._queue.join())
 
     async def close(self) -> None:
         """Wait for the last chunk; raises what made storage fail."""
