@@ -1,5 +1,7 @@
--- Every statement the worker runs, loaded by name (worker/sql.py).
--- `:one` runs with fetchrow, `:many` with fetch, `:val` with fetchval, `:exec` with execute.
+-- Every statement the worker runs, loaded by name (worker/sql.py). The tables, and every
+-- function these call (each status change is one, with its guard), are in sql/schema.sql.
+-- `:one` runs with fetchrow, `:many` with fetch, `:val` with fetchval, `:exec` with execute:
+-- tests/unit/test_sql.py fails when a call site uses another method.
 -- Each one is sent unprepared (statement_cache_size=0) inside an explicit transaction, so
 -- all of them work through PgBouncer/Supavisor in transaction mode.
 
@@ -186,7 +188,8 @@ SELECT CASE WHEN status = 'pending' AND run_at > now() THEN 'scheduled' ELSE sta
  WHERE status IN ('pending', 'processing')
  GROUP BY 1;
 
--- name: ping :val
+-- name: ping :many
+-- The health check's probe, run by the same fetch as queue_depth (worker/endpoint.py).
 SELECT 1;
 
 -- name: prune :val

@@ -8,12 +8,16 @@ from functools import cache
 from pathlib import Path
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(one|many|val|exec)\s*$", re.MULTILINE)
+_ANY_HEADER = re.compile(r"^--\s*name:.*$", re.MULTILINE)
+
+# The asyncpg method each kind is run with; tests/unit/test_sql.py checks every call site.
+METHODS = {"one": "fetchrow", "many": "fetch", "val": "fetchval", "exec": "execute"}
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
     name: str
-    kind: str  # one | many | val | exec
+    kind: str  # one | many | val | exec: run with fetchrow | fetch | fetchval | execute
     text: str
 
 
@@ -27,7 +31,14 @@ def sql_dir() -> Path:
 
 
 def parse_queries(text: str) -> dict[str, Query]:
-    """Split a file of `-- name: x :kind` blocks; comment lines inside a block are kept."""
+    """Split a file of `-- name: x :kind` blocks; comment lines inside a block are kept.
+
+    A header with a misspelt kind is refused: otherwise it would read as a comment and
+    its statement would silently join the query above it."""
+    for line in _ANY_HEADER.findall(text):
+        if not _HEADER.fullmatch(line):
+            raise ValueError(f"bad query header {line!r}: expected '-- name: <name> :"
+                             f"{'|'.join(METHODS)}'")
     queries: dict[str, Query] = {}
     headers = list(_HEADER.finditer(text))
     for header, following in zip(headers, [*headers[1:], None], strict=True):

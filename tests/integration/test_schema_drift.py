@@ -74,9 +74,9 @@ def test_schema_file_equals_the_migrations(pg_server, database, schema_file_dump
 
 @pytest.mark.parametrize("diverging, named", [
     ("CREATE INDEX jobs_drift_probe_idx ON jobs (job_type)", "jobs_drift_probe_idx"),
-    ("CREATE OR REPLACE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],"
-     " p_lease_seconds double precision) RETURNS SETOF bigint LANGUAGE sql"
-     " AS $$ SELECT unnest(p_ids) $$", "sitemap_worker_renew"),
+    (("CREATE OR REPLACE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],"
+      " p_lease_seconds double precision) RETURNS SETOF bigint LANGUAGE sql"
+      " AS $$ SELECT unnest(p_ids) $$"), "sitemap_worker_renew"),
     ("ALTER TABLE jobs ALTER COLUMN priority SET DEFAULT 5", "differs: jobs; Type: TABLE"),
 ])
 def test_drift_check_names_a_diverging_migration(pg_server, database, schema_file_dump,
