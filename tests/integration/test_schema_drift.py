@@ -4,6 +4,7 @@ migrations, compared by `pg_dump --schema-only`, and the comparison notices a di
 from __future__ import annotations
 
 import difflib
+import re
 import subprocess
 
 import psycopg
@@ -89,3 +90,21 @@ def test_drift_check_names_a_diverging_migration(pg_server, database, schema_fil
     print(diff)
     headlines = [line for line in diff.splitlines() if line.startswith(("only in", "differs"))]
     assert headlines and all(named in line for line in headlines), diff
+
+
+async def test_every_status_change_is_named_at_the_top_of_the_schema_file(direct):
+    """A newcomer learns every status change from the header of sql/schema.sql: each
+    function that writes jobs.status (found in the live catalog, not in the file) and
+    each status are named there."""
+    text = (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+    header = text[: text.index("CREATE TABLE")]
+    writers = {r["proname"] for r in await direct.fetch(
+        r"""SELECT proname FROM pg_proc
+             WHERE pronamespace = 'public'::regnamespace
+               AND prosrc ~* '\mUPDATE\s+jobs\M' AND prosrc ~* '\mstatus\s*='""")}
+    assert {"sitemap_worker_claim", "sitemap_worker_fail", "sitemap_worker_retry",
+            "sitemap_worker_release", "sitemap_worker_fail_lost"} <= writers
+    unnamed = sorted(name for name in writers if name not in header)
+    assert not unnamed, f"functions that change jobs.status but are not in the header: {unnamed}"
+    for status in ("pending", "processing", "completed", "failed", "cancelled"):
+        assert re.search(rf"^--\s+{status}\s", header, re.MULTILINE), status
