@@ -228,3 +228,56 @@ async def test_migration_0008_brings_old_rows_inside_the_bounds_and_ends_stuck_b
             assert row["status"] == "failed" and "limit of 10000" in row["error"]
         finally:
             await conn.close()
+
+
+async def _held_job(conn: asyncpg.Connection, owner: str = "w1") -> int:
+    return await conn.fetchval(
+        "INSERT INTO jobs (job_type, status, owner, attempts, lease_expires_at)"
+        " VALUES ('noop', 'processing', $1, 1, now() + interval '1 minute') RETURNING id", owner)
+
+
+# Each transition the worker makes, as its named query runs it: (query, arguments for
+# job id and owner, the job's status afterwards).
+TRANSITIONS = [
+    ("fail_job", lambda i, o: (i, o, "boom"), "failed"),
+    ("retry_job", lambda i, o: (i, o, "flaky", 60.0), "pending"),
+    ("release_jobs", lambda i, o: (o, [i]), "pending"),
+    ("complete_jobs", lambda i, o: (o, [i], ['{"n": 1}']), "completed"),
+]
+
+
+@pytest.mark.parametrize("name, args, after", TRANSITIONS, ids=[t[0] for t in TRANSITIONS])
+async def test_each_transition_moves_only_its_owners_processing_job(direct, name, args, after):
+    """The guard of every status function: another worker's job, or a job no longer
+    processing (cancelled meanwhile), is left as it is and the answer is empty."""
+
+    async def moved(job_id: int, owner: str) -> list[int]:  # a `:val` answers null for none
+        return [r[0] for r in await direct.fetch(q(name), *args(job_id, owner)) if r[0] is not None]
+
+    theirs = await _held_job(direct, "w2")
+    assert await moved(theirs, "w1") == []
+    cancelled = await _held_job(direct)
+    await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", cancelled)
+    assert await moved(cancelled, "w1") == []
+    ours = await _held_job(direct)
+    assert await moved(ours, "w1") == [ours]
+    rows = {r["id"]: r for r in await direct.fetch(
+        "SELECT id, status, owner, lease_expires_at, attempts, run_at > now() AS later"
+        " FROM jobs WHERE id = ANY($1)", [theirs, cancelled, ours])}
+    assert (rows[theirs]["status"], rows[theirs]["owner"]) == ("processing", "w2")
+    assert rows[cancelled]["status"] == "cancelled"
+    assert (rows[ours]["status"], rows[ours]["owner"], rows[ours]["lease_expires_at"]) == (after, None, None)
+    if name == "release_jobs":
+        assert rows[ours]["attempts"] == 0  # the attempt it was on is given back
+    if name == "retry_job":
+        assert rows[ours]["later"]  # after the backoff
+
+
+async def test_the_claim_fails_a_lost_job_with_no_attempts_left(direct):
+    lost = await direct.fetchval(
+        "INSERT INTO jobs (job_type, status, owner, attempts, max_attempts, lease_expires_at)"
+        " VALUES ('noop', 'processing', 'dead', 3, 3, now() - interval '1 second') RETURNING id")
+    assert await direct.fetch(q("claim_jobs"), "w1", 5, 60.0, []) == []
+    row = await direct.fetchrow("SELECT status, owner, error FROM jobs WHERE id = $1", lost)
+    assert (row["status"], row["owner"]) == ("failed", None)
+    assert "lease expired" in row["error"] and "3 of 3" in row["error"]
