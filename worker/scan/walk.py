@@ -85,5 +85,8 @@ async def _read(fetcher: Fetcher, url: str, source: str, depth: int, max_urls: i
     file = SitemapFile(url, source, depth, fetched, parser.kind if fetched.status == 200 else None,
                        error=fetched.error or parser.error)
     for entry in entries:
-        (file.children if isinstance(entry, ChildSitemap) else file.urls).append(entry)
+        if isinstance(entry, ChildSitemap):
+            file.children.append(entry)
+        else:
+            file.urls.append(entry)
     return file
