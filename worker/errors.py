@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import asyncpg
+
+# Defined beside the scanner, which must not import asyncpg; re-exported for the worker.
+from .scan.clean import retry_delay, storable  # noqa: F401
 
 # Errors that say the connection or server is gone, not that a statement was wrong: the
 # work is tried again once the database answers.
@@ -73,19 +74,6 @@ def describe(exc: BaseException) -> str:
     return storable(_describe(exc).replace("\x00", "\\0"))
 
 
-def storable(text: str) -> str:
-    """`text` as PostgreSQL text can hold it: no NUL, no lone surrogate. A site's bytes
-    reach us as such (aiohttp decodes header bytes that are not UTF-8 to surrogates, which
-    no UTF-8 encoder accepts): each undecodable byte becomes U+FFFD, as a browser shows it."""
-    if text.isascii():
-        return text.replace("\x00", "") if "\x00" in text else text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")  # undo aiohttp's decoding of a byte
-    except UnicodeEncodeError:  # a surrogate that stands for no byte
-        raw = text.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "replace").replace("\x00", "")
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None)
@@ -101,8 +89,3 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with +-10% jitter: base * 2**(attempt-1), at most cap."""
-    raw = min(cap, base * (2 ** max(attempt - 1, 0)))
-    jitter = (rng or random).uniform(0.9, 1.1)
-    return round(min(cap, raw * jitter), 3)

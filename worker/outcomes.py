@@ -37,7 +37,7 @@ from .sql import q
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["completed", "failed", "retry", "released", "detached"]
+OutcomeKind = Literal["completed", "failed", "retry", "released", "detached"]
 
 BATCH_LIMIT = 1000
 RETRY_DELAY_CAP = 1.0  # seconds between write attempts, at most
@@ -46,7 +46,7 @@ RETRY_DELAY_CAP = 1.0  # seconds between write attempts, at most
 @dataclass(slots=True)
 class Outcome:
     job: ClaimedJob
-    kind: Kind
+    kind: OutcomeKind
     result: dict[str, Any] | None = None
     error: str | None = None
     delay: float = 0.0
