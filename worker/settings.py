@@ -202,7 +202,8 @@ class Settings(BaseSettings):
     fetch_total_timeout: Duration = Field(
         default=timedelta(seconds=60),
         description="Scanner: one fetch attempt, all redirect hops and the whole body; a "
-        "slow-drip server cannot extend it.")
+        "slow-drip server cannot extend it. Time spent waiting for storage to catch up is "
+        "not counted.")
     fetch_user_agent: str = Field(
         default="sitemap-worker/0.1 (+https://github.com/sitemap-worker)",
         description="Scanner: User-Agent header.")
