@@ -1,4 +1,8 @@
-"""Applies `sql/migrations/*.sql` in order, once each, safely from many processes at once."""
+"""Applies `sql/migrations/*.sql` in order, once each, safely from many processes at once.
+
+An empty database goes through every migration too, never `sql/schema.sql`: that file is the
+current schema to read, kept equal to the migrations by tests/integration/test_schema_drift.py
+(its header says why it is not applied)."""
 
 from __future__ import annotations
 
