@@ -25,7 +25,7 @@ SELECT sitemap_worker_progress($1, $2, $3::real, $4);
 SELECT sitemap_worker_complete AS id FROM sitemap_worker_complete($1, $2::bigint[], $3::text[]);
 
 -- name: fail_job :val
--- Permanent failure, or the last attempt failed: status = 'failed' with the error.
+-- Permanent failure, or the last attempt failed.
 -- $1 id, $2 owner, $3 error.
 SELECT sitemap_worker_fail($1, $2, $3);
 

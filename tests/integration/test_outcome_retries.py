@@ -35,11 +35,11 @@ async def test_a_connection_lost_mid_batch_rewrites_only_what_was_not_written(
     task = asyncio.create_task(writer.run())
     try:
         async with gate_closed(direct_dsn):
-            await until_a_statement_waits_on_a_lock(direct, "%status = 'failed'%")
+            await until_a_statement_waits_on_a_lock(direct, "%sitemap_worker_fail(%")
             assert await direct.fetchval("SELECT status FROM jobs WHERE id = $1", done.id) == "completed"
             killed = await direct.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE '%status = ''failed''%'")
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%sitemap_worker_fail(%'")
             assert killed == 1
         await asyncio.wait_for(writer.wait_idle(), 15)
     finally:
