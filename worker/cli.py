@@ -159,7 +159,7 @@ async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int
     concurrency = args.concurrency or min(len(ids), CONCURRENCY_MAX)
     worker = asyncio.create_task(serve(urls, settings, concurrency=concurrency,
                                        handle_signals=False, stop=stop), name="scan-worker")
-    waiter = asyncio.create_task(wait_for_jobs(urls.listen, settings, ids), name="scan-wait")
+    waiter = asyncio.create_task(wait_for_jobs(urls.direct, settings, ids), name="scan-wait")
     await _until_either_ends(waiter, worker, stop)
     return await _print_final(urls, settings, ids)
 
@@ -190,12 +190,12 @@ async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> 
         return 0
     from .waiting import wait_for_jobs
 
-    rows = await wait_for_jobs(urls.listen, settings, ids)
+    rows = await wait_for_jobs(urls.direct, settings, ids)
     return await _print_final(urls, settings, [r["id"] for r in rows])
 
 
 async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
-    conn = await db.connect(urls.listen, settings)
+    conn = await db.connect(urls.direct, settings)
     try:
         failed = False
         for job_id in ids:
@@ -210,7 +210,7 @@ async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
 async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
     from .report import summary
 
-    conn = await db.connect(urls.listen, settings)
+    conn = await db.connect(urls.direct, settings)
     try:
         if args.job_id is not None:
             job = await conn.fetchrow(q("get_job"), args.job_id)

@@ -42,16 +42,16 @@ async def prepare(args: argparse.Namespace, urls: Urls, settings: Settings) -> l
         for name, dsn in _named(urls, settings):
             await _check_reachable(name, dsn, settings)
     if may_migrate(args, urls):
-        return await migrate(urls.listen, settings)
-    await _check_schema(urls.listen, settings, current=args.command in ("run", "scan"))
+        return await migrate(urls.direct, settings)
+    await _check_schema(urls.direct, settings, current=args.command in ("run", "scan"))
     return []
 
 
 def _named(urls: Urls, settings: Settings) -> list[tuple[str, str]]:
     named = [("DATABASE_URL", urls.work)]
-    if urls.listen != urls.work:
+    if urls.direct != urls.work:
         named.append(("LISTEN_DATABASE_URL" if settings.listen_database_url else "DATABASE_URL",
-                      urls.listen))
+                      urls.direct))
     return named
 
 

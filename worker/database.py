@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Urls:
-    work: str  # pooled job work (may be a transaction pooler)
-    listen: str  # direct session: LISTEN and migrations
+    """`work` may be a transaction pooler; `direct` is a session connection to the server
+    itself, for whatever needs one: LISTEN, migrations, the schema check and CLI reads."""
+
+    work: str
+    direct: str
     embedded: bool = False
 
 

@@ -32,7 +32,7 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     concurrency = concurrency or settings.concurrency
     pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
-    listener = None if burst else Listener(urls.listen, settings, worker.notify, worker.wake)
+    listener = None if burst else Listener(urls.direct, settings, worker.notify, worker.wake)
     if listener is not None:
         worker.metrics.watch(listener_state=lambda: listener.state,
                              listener_reconnects=lambda: listener.reconnects)

@@ -251,7 +251,7 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
     an idle worker process that has been listening for 1 s."""
     await conn.execute(bq("reset_jobs"))
     proc = await WorkerProcess.start(
-        {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen},
+        {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.direct},
         "run", "--concurrency", str(concurrency), "--no-migrate")
     try:
         await proc.wait_ready(30)
@@ -349,7 +349,7 @@ async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path,
         nonlocal heard
         heard += 1
 
-    listener = await asyncpg.connect(urls.listen, server_settings={"application_name": CONTROL_APPLICATION})
+    listener = await asyncpg.connect(urls.direct, server_settings={"application_name": CONTROL_APPLICATION})
     await listener.add_listener(WAKEUP_CHANNEL, on_notify)
     results: dict[str, list[tuple[float, int]]] = {v: [] for v in INSERT_VARIANTS}
     with tempfile.TemporaryDirectory(prefix="sitemap-worker-bench-") as tmp:
@@ -365,7 +365,7 @@ async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path,
                     if variant == INSERT_VARIANTS[2]:
                         await conn.execute(bq("per_row_notify_create"))
                     heard = 0
-                    tps = await _pgbench(pgbench, script, urls.listen, clients, seconds)
+                    tps = await _pgbench(pgbench, script, urls.direct, clients, seconds)
                     results[variant].append((tps, heard))
                     with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
                         await conn.execute(bq("checkpoint"))
@@ -412,7 +412,7 @@ def _say(line: str = "") -> None:
 async def run_bench(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
     """Print the three measurements; exit 1 if a drain lost or repeated a job."""
     repeat = getattr(args, "repeat", 3)
-    conn = await control_connection(urls.listen)
+    conn = await control_connection(urls.direct)
     try:
         facts = await conn.fetchrow(bq("server_facts"))
         foreign = await conn.fetchval(bq("foreign_jobs"))

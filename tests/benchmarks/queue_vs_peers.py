@@ -116,7 +116,7 @@ class Ours:
         self.settings = Settings(database_url=dsn, listen_database_url=dsn)
 
     async def setup(self, control: asyncpg.Connection) -> None:
-        await migrate(self.urls.listen, self.settings)
+        await migrate(self.urls.direct, self.settings)
 
     async def drain(self, control: asyncpg.Connection, version: int, jobs: int) -> bench.DrainRun:
         return await bench.drain_ours(self.urls, self.settings, control, version, jobs, CONCURRENCY)

@@ -75,7 +75,7 @@ async def serve_folder(folder: Path) -> tuple[web.AppRunner, str]:
 async def run_worker(urls: Urls) -> tuple[int, str, float]:
     """Exit status, stderr and CPU seconds (user + system) of one burst worker process."""
     before = _children_cpu()
-    env = {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.listen,
+    env = {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.direct,
            "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}
     proc = await WorkerProcess.start(env, "run", "--burst", "--no-migrate", "--concurrency", "1")
     code = await proc.wait(timeout=None)  # as long as the scan takes
@@ -97,7 +97,7 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
             size = sum(p.stat().st_size for p in folder.glob("part-*.xml"))
             counted, bare_s = bare_lxml(folder, files)
             _, reading_s = bare_lxml(folder, files, read_fields=True)
-            conn = await db.connect(urls.listen, settings)
+            conn = await db.connect(urls.direct, settings)
             try:
                 [row] = await conn.fetch(q("enqueue_many"), "sitemap_scan",
                                          [json.dumps({"domain": origin})], 0, None, None)

@@ -29,7 +29,7 @@ def make_settings(urls: Urls) -> Callable[..., Settings]:
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = dict(
-            database_url=urls.work, listen_database_url=urls.listen,
+            database_url=urls.work, listen_database_url=urls.direct,
             poll_interval=timedelta(seconds=0.2), heartbeat_interval=timedelta(seconds=0.2),
             lease=timedelta(seconds=5), retry_base=timedelta(milliseconds=10),
             shutdown_grace=timedelta(seconds=2),

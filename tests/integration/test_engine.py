@@ -32,7 +32,7 @@ async def insert(conn: asyncpg.Connection, job_type: str = "noop", payload: Any 
 
 @pytest.fixture
 async def watcher(urls: Urls) -> AsyncIterator[StatusWatcher]:
-    w = await StatusWatcher.open(urls.listen)
+    w = await StatusWatcher.open(urls.direct)
     yield w
     await w.close()
 
@@ -277,7 +277,7 @@ async def test_shutdown_lets_a_short_job_finish(pool, settings, direct, watcher)
 async def test_listener_wakes_an_idle_worker(pool, make_settings, urls, direct, watcher):
     settings = make_settings(poll_interval=timedelta(seconds=60))
     worker = Worker(pool, settings, default_registry(), concurrency=2)
-    listener = Listener(urls.listen, settings, worker.notify, worker.wake)
+    listener = Listener(urls.direct, settings, worker.notify, worker.wake)
     listen_task = asyncio.create_task(listener.run())
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(listener.listening.wait(), 5)
@@ -292,10 +292,10 @@ async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, url
     # A 10 s throttle window: only the first insert notifies; the second is found by the
     # trailing poll, long before the 60 s fallback poll or the first job's end.
     await direct.execute("SELECT sitemap_worker_set_wakeup_window(10000)")
-    inserter = await asyncpg.connect(urls.listen)
+    inserter = await asyncpg.connect(urls.direct)
     settings = make_settings(poll_interval=timedelta(seconds=60), trailing_poll=timedelta(seconds=0.3))
     worker = Worker(pool, settings, default_registry(), concurrency=2)
-    listener = Listener(urls.listen, settings, worker.notify, worker.wake)
+    listener = Listener(urls.direct, settings, worker.notify, worker.wake)
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(listener.listening.wait(), 5)
     first = await insert(inserter, "noop", {"seconds": 3})

@@ -182,7 +182,7 @@ async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_s
         json.dumps({"domain": o}))
     worker = asyncio.ensure_future(Worker(pool, settings, default_registry(), burst=True).run())
     out = Lines(at_least=CHUNK)
-    waiting = asyncio.ensure_future(wait_for_jobs(urls.listen, settings, [job_id], out=out, refresh=0.05))
+    waiting = asyncio.ensure_future(wait_for_jobs(urls.direct, settings, [job_id], out=out, refresh=0.05))
     async with asyncio.timeout(20):
         await out.seen.wait()  # big.xml's first chunk is counted while its end is held
     release.set()
