@@ -15,11 +15,11 @@ from types import ModuleType
 import asyncpg
 from pydantic import ValidationError
 
-from . import db
+from . import connections
 from .cli_args import build_parser, check_combinations
 from .cli_db import prepare
 from .cli_errors import KNOWN_ERRORS, CliError, one_line
-from .database import Urls, open_database
+from .database_urls import Urls, open_database
 from .logs import setup_logging
 from .settings import CONCURRENCY_MAX, Settings, describe_errors
 from .sql import q
@@ -137,9 +137,9 @@ def _scan_payloads(domains: list[str], max_urls: int | None, *,
 
 async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[str],
                   priority: int = 0, max_attempts: int | None = None) -> list[int]:
-    conn = await db.connect(urls.work, settings)
+    conn = await connections.connect(urls.work, settings)
     try:
-        async with db.transaction(conn, settings):
+        async with connections.transaction(conn, settings):
             rows = await conn.fetch(q("enqueue_many"), job_type, payloads, priority, max_attempts,
                                     None)
     finally:
@@ -195,7 +195,7 @@ async def _enqueue(urls: Urls, settings: Settings, args: argparse.Namespace) -> 
 
 
 async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
-    conn = await db.connect(urls.direct, settings)
+    conn = await connections.connect(urls.direct, settings)
     try:
         failed = False
         for job_id in ids:
@@ -210,7 +210,7 @@ async def _print_final(urls: Urls, settings: Settings, ids: list[int]) -> int:
 async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
     from .report import summary
 
-    conn = await db.connect(urls.direct, settings)
+    conn = await connections.connect(urls.direct, settings)
     try:
         if args.job_id is not None:
             job = await conn.fetchrow(q("get_job"), args.job_id)
@@ -230,7 +230,7 @@ async def _status(urls: Urls, settings: Settings, args: argparse.Namespace) -> i
 async def _prune(urls: Urls, settings: Settings, args: argparse.Namespace) -> int:
     # Autocommit and no client-side timeout: the procedure commits batch by batch and may
     # run for a while on a large backlog.
-    conn = await db.connect(urls.work, settings, command_timeout=None)
+    conn = await connections.connect(urls.work, settings, command_timeout=None)
     try:
         deleted = await conn.fetchval(q("prune"), args.older_than, args.batch)
     finally:

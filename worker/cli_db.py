@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from . import db
+from . import connections
 from .cli_errors import MIGRATE_HINT, CliError
-from .database import Urls
+from .database_urls import Urls
 from .errors import CONNECTION_ERRORS, describe
 from .migrate import migrate
 from .settings import Settings
@@ -70,7 +70,7 @@ async def _check_reachable(name: str, dsn: str, settings: Settings) -> None:
         raise CliError(f"{name} is not a PostgreSQL URL (expected "
                        "postgresql://user:password@host:port/dbname)")
     try:
-        conn = await db.connect(dsn, settings, timeout=CONNECT_TIMEOUT)
+        conn = await connections.connect(dsn, settings, timeout=CONNECT_TIMEOUT)
     except _BAD_URL as exc:
         raise CliError(f"{name} is not a valid PostgreSQL URL: {_flat(str(exc))}") from None
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
@@ -99,9 +99,9 @@ def _flat(text: str) -> str:
 async def _check_schema(dsn: str, settings: Settings, *, current: bool) -> None:
     """The schema must be there; for a worker (`current`), also every migration this code
     expects, since its claim and outcome functions live in them."""
-    conn = await db.connect(dsn, settings, timeout=CONNECT_TIMEOUT)
+    conn = await connections.connect(dsn, settings, timeout=CONNECT_TIMEOUT)
     try:
-        async with db.transaction(conn, settings, durable=False):
+        async with connections.transaction(conn, settings, durable=False):
             applied = {r["version"] for r in await conn.fetch(q("applied_migrations"))}
     except asyncpg.UndefinedTableError:
         raise CliError(f"no sitemap-worker schema in the database at {where(dsn)}: "

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from . import db
+from . import connections
 from .errors import JobLost, ShuttingDown
 from .metrics import Metrics
 from .settings import Settings
@@ -88,13 +88,13 @@ class JobContext:
         stops the work.
 
         `durable=False` commits without waiting for the WAL flush, for writes a re-run
-        would redo anyway (see db.transaction): the job's final status is always durable,
+        would redo anyway (see connections.transaction): the job's final status is always durable,
         and its flush carries every earlier commit with it.
 
         A cancellation of the job's task interrupts the statement in flight; run_phase()
         lets it finish instead."""
         self.check()
-        async with db.pooled_transaction(self.pool, self.settings, durable=durable) as conn:
+        async with connections.pooled_transaction(self.pool, self.settings, durable=durable) as conn:
             yield conn
             await self._still_ours(conn, progress)
 
@@ -102,7 +102,7 @@ class JobContext:
                         progress: float | None = None, *, durable: bool = True) -> T:
         """`work(conn)` as one phase (see phase()), run to its end even when the job's task
         is cancelled meanwhile (a failed sibling, a cancelled job, the shutdown deadline):
-        no statement is interrupted, so no cancel request goes out (see db.run_to_end).
+        no statement is interrupted, so no cancel request goes out (see connections.run_to_end).
         The cancellation then carries on from here."""
         self.check()
 
@@ -111,7 +111,7 @@ class JobContext:
             await self._still_ours(conn, progress)
             return result
 
-        return await db.pooled_transaction_to_end(self.pool, self.settings, guarded, durable=durable)
+        return await connections.pooled_transaction_to_end(self.pool, self.settings, guarded, durable=durable)
 
     async def _still_ours(self, conn: asyncpg.Connection, progress: float | None) -> None:
         owned = await conn.fetchval(q("record_progress"), self.job.id, self.owner, progress,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from aiohttp import web
 
-from . import db
+from . import connections
 from .errors import CONNECTION_ERRORS, describe
 from .metrics import CONTENT_TYPE
 from .sql import q
@@ -97,5 +97,5 @@ class Endpoint:
     async def _query(self, name: str) -> list[asyncpg.Record]:
         worker = self._worker
         async with asyncio.timeout(DB_CHECK_TIMEOUT):
-            async with db.pooled_transaction(worker.pool, worker.settings, durable=False) as conn:
+            async with connections.pooled_transaction(worker.pool, worker.settings, durable=False) as conn:
                 return await conn.fetch(q(name))

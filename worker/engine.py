@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from . import db
+from . import connections
 from .context import DETACH, ClaimedJob, JobContext
 from .errors import (
     CONNECTION_ERRORS,
@@ -248,7 +248,7 @@ class Worker:
         stage = "complete"
         try:
             async with (self.outcomes.claim_statement(taken),
-                        db.pooled_transaction(self.pool, self.settings, durable=bool(taken),
+                        connections.pooled_transaction(self.pool, self.settings, durable=bool(taken),
                                               timeout=self.outcomes.write_timeout if taken else None)
                         as conn):
                 if taken:
@@ -353,7 +353,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                rows = await db.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
+                rows = await connections.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
                     self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids), durable=False)
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
@@ -392,7 +392,7 @@ class Worker:
         for running in list(self.running.values()):
             running.cancel_reason = "shutdown"
             running.task.cancel()
-        # A cancelled job first lets its statement in flight end (db.run_to_end), which takes
+        # A cancelled job first lets its statement in flight end (connections.run_to_end), which takes
         # milliseconds unless the database is in trouble: half the reserve at most, so the
         # hand-over still fits. A job not back by then keeps its lease until it expires.
         await _wait_ended(tasks, self._time_left(0.5))

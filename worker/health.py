@@ -13,7 +13,7 @@ import json
 import aiohttp
 import asyncpg
 
-from . import db
+from . import connections
 from .errors import CONNECTION_ERRORS, describe
 from .settings import Settings
 from .sql import q
@@ -36,9 +36,9 @@ async def check_health(dsn: str, settings: Settings, worker_url: str | None,
 async def _database_problem(dsn: str, settings: Settings, timeout: float) -> str | None:
     try:
         async with asyncio.timeout(timeout):
-            conn = await db.connect(dsn, settings)
+            conn = await connections.connect(dsn, settings)
             try:
-                async with db.transaction(conn, settings, durable=False):
+                async with connections.transaction(conn, settings, durable=False):
                     await conn.fetch(q("queue_depth"))  # also proves the schema is there
             finally:
                 await conn.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from . import db
+from . import connections
 from .errors import CONNECTION_ERRORS, describe
 from .settings import Settings
 
@@ -138,7 +138,7 @@ class Listener:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        conn = await db.connect(self._dsn, self._settings, timeout=10,
+        conn = await connections.connect(self._dsn, self._settings, timeout=10,
                                 server_settings={"application_name": LISTENER_APPLICATION_NAME})
         self._conn = conn
         conn.add_termination_listener(self._terminated)

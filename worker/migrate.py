@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from . import db
+from . import connections
 from .settings import Settings
 from .sql import migrations, q
 
@@ -22,7 +22,7 @@ async def migrate(dsn: str, settings: Settings) -> list[str]:
     process waits, then finds nothing left to do; a failing migration leaves no trace; and
     it works through a transaction pooler because no lock outlives the transaction."""
     # No time limits: a migration may build an index over millions of URL rows.
-    conn = await db.connect(dsn, settings, command_timeout=None)
+    conn = await connections.connect(dsn, settings, command_timeout=None)
     applied: list[str] = []
     try:
         async with conn.transaction():

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from . import db
+from . import connections
 from .context import ClaimedJob
 from .errors import CONNECTION_ERRORS, describe
 from .metrics import Metrics
@@ -217,7 +217,7 @@ class OutcomeWriter:
         if not chunk:
             return
         try:
-            async with self._statement(chunk), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
+            async with self._statement(chunk), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
                 rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in chunk],
                                         [_dump(o.result) for o in chunk])
         except Exception as exc:
@@ -236,13 +236,13 @@ class OutcomeWriter:
         self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
-        async with self._statement(outcomes), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
+        async with self._statement(outcomes), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
         self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
-        async with self._statement([outcome]), db.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
+        async with self._statement([outcome]), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
             if outcome.kind == "retry":
                 done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
             elif outcome.kind == "detached":

@@ -10,8 +10,8 @@ import signal
 
 import asyncpg
 
-from . import db
-from .database import Urls
+from . import connections
+from .database_urls import Urls
 from .endpoint import Endpoint
 from .engine import Worker
 from .jobs import default_registry
@@ -30,7 +30,7 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     """Run until stopped (a signal, or `stop` being set; with burst, until nothing is
     runnable); returns the engine so callers can read its counters."""
     concurrency = concurrency or settings.concurrency
-    pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
+    pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
     listener = None if burst else Listener(urls.direct, settings, worker.notify, worker.wake)
     if listener is not None:

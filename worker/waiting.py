@@ -8,7 +8,7 @@ from typing import TextIO
 
 import asyncpg
 
-from . import db
+from . import connections
 from .settings import Settings
 from .sql import q
 
@@ -21,7 +21,7 @@ async def wait_for_jobs(dsn: str, settings: Settings, ids: list[int], *,
     """Until every job is completed, failed or cancelled. Status changes arrive on the
     status channel; progress is re-read every `refresh` seconds."""
     changed = asyncio.Event()
-    conn = await db.connect(dsn, settings)
+    conn = await connections.connect(dsn, settings)
     try:
         await conn.add_listener(STATUS_CHANNEL, lambda *_: changed.set())
         last_line = ""

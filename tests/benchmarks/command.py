@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Sequence
 
 from worker.cli_args import Parser, integer, seconds
-from worker.database import Urls
+from worker.database_urls import Urls
 from worker.settings import CONCURRENCY_MAX, Settings
 
 

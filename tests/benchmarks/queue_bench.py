@@ -37,8 +37,8 @@ import asyncpg
 
 from tests.benchmarks.statements import bq
 from tests.support.processes import WorkerProcess
-from worker import db
-from worker.database import Urls
+from worker import connections
+from worker.database_urls import Urls
 from worker.engine import Worker
 from worker.jobs import default_registry
 from worker.listener import WAKEUP_CHANNEL
@@ -179,7 +179,7 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     await conn.execute(q("enqueue_many"), "noop", ["{}"] * jobs, 0, None, None)
     inserted = time.perf_counter() - began
     await conn.execute(bq("analyze_jobs"))
-    pool = await db.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
+    pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     try:
         with quiet_worker_logs():
             worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=True)
@@ -188,7 +188,7 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
             seconds = time.perf_counter() - began
     finally:
         await pool.close()
-    settled = await settle_stats(conn, db.APPLICATION_NAME)
+    settled = await settle_stats(conn, connections.APPLICATION_NAME)
     after = await read_counters(conn, version_num)
     row = await conn.fetchrow(bq("drain_check"))
     ok = row["total"] == row["completed_once"] == jobs == worker.claimed
@@ -255,7 +255,7 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
         "run", "--concurrency", str(concurrency), "--no-migrate")
     try:
         await proc.wait_ready(30)
-        producer = await db.connect(urls.work, settings)
+        producer = await connections.connect(urls.work, settings)
         try:
             stamped = await paced_inserts(
                 lambda: producer.fetchval(q("enqueue_many"), "noop", ["{}"], 0, None, None), count)
@@ -426,7 +426,7 @@ async def run_bench(urls: Urls, settings: Settings, args: argparse.Namespace) ->
         _say(f"argv:      {shlex.join(sys.argv)}")
         for line in environment_lines(facts, urls.work):
             _say(line)
-        others = await conn.fetchval(bq("other_backends"), db.APPLICATION_NAME)
+        others = await conn.fetchval(bq("other_backends"), connections.APPLICATION_NAME)
         if others:
             _say(f"WARNING:   {others} other sitemap-worker session(s) are connected: a running "
                  "worker takes the bench's jobs")

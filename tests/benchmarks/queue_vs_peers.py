@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks import queue_bench as bench  # noqa: E402
-from worker.database import Urls  # noqa: E402
+from worker.database_urls import Urls  # noqa: E402
 from worker.migrate import migrate  # noqa: E402
 from worker.report import table  # noqa: E402
 from worker.settings import Settings  # noqa: E402

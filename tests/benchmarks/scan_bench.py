@@ -21,8 +21,8 @@ from lxml import etree
 
 from tests.benchmarks.statements import bq
 from tests.support.processes import WorkerProcess
-from worker import db
-from worker.database import Urls
+from worker import connections
+from worker.database_urls import Urls
 from worker.settings import Settings
 from worker.sql import q
 
@@ -97,7 +97,7 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
             size = sum(p.stat().st_size for p in folder.glob("part-*.xml"))
             counted, bare_s = bare_lxml(folder, files)
             _, reading_s = bare_lxml(folder, files, read_fields=True)
-            conn = await db.connect(urls.direct, settings)
+            conn = await connections.connect(urls.direct, settings)
             try:
                 [row] = await conn.fetch(q("enqueue_many"), "sitemap_scan",
                                          [json.dumps({"domain": origin})], 0, None, None)

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from worker import db
-from worker.database import Urls
+from worker import connections
+from worker.database_urls import Urls
 from worker.settings import Settings
 
 
@@ -47,6 +47,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 async def pool(urls: Urls, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(urls.work, settings, size=6)
+    pool = await connections.create_pool(urls.work, settings, size=6)
     yield pool
     await pool.close()

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.support.sites import Site
-from worker.database import Urls
+from worker.database_urls import Urls
 from worker.engine import Worker
 from worker.jobs import default_registry
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.support.pgbouncer import PgBouncer, find_pgbouncer
-from worker.database import open_database
+from worker.database_urls import open_database
 from worker.embedded_pg import EmbeddedPostgres
 from worker.settings import Settings
 

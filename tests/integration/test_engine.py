@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.support.waits import StatusWatcher
-from worker.database import Urls
+from worker.database_urls import Urls
 from worker.engine import Worker
 from worker.errors import RetryableJobError
 from worker.jobs.registry import JobType, Registry, default_registry

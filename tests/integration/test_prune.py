@@ -8,7 +8,7 @@ from datetime import timedelta
 import asyncpg
 
 from tests.support.processes import process_env, worker_command
-from worker.database import Urls
+from worker.database_urls import Urls
 from worker.sql import q
 
 

@@ -1,4 +1,4 @@
-"""db.run_to_end / JobContext.run_phase: a cancelled job's statement in flight runs to its
+"""connections.run_to_end / JobContext.run_phase: a cancelled job's statement in flight runs to its
 end instead of being interrupted, so no cancel request is sent (PgBouncer 1.18 can crash on
 one: pgbouncer#801). Through PgBouncer in transaction mode too."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.claimed import claimed_context
 from tests.support.locks import table_locked, until_a_statement_waits_on_a_lock
-from worker import db
+from worker import connections
 
 
 async def cancel_while_blocked(direct_dsn: str, direct: asyncpg.Connection, work: Awaitable[object]) -> None:
@@ -28,10 +28,10 @@ async def cancel_while_blocked(direct_dsn: str, direct: asyncpg.Connection, work
 async def test_a_cancelled_caller_waits_for_its_statement_which_runs_to_its_end(
         direct_dsn, direct, pool, settings):
     async def insert() -> None:
-        async with db.pooled_transaction(pool, settings) as conn:
+        async with connections.pooled_transaction(pool, settings) as conn:
             await conn.execute("INSERT INTO held VALUES (1)")
 
-    await cancel_while_blocked(direct_dsn, direct, db.run_to_end(insert()))
+    await cancel_while_blocked(direct_dsn, direct, connections.run_to_end(insert()))
     assert await direct.fetchval("SELECT count(*) FROM held") == 1  # not cancelled: committed
 
 
@@ -46,7 +46,7 @@ async def test_a_job_cancelled_mid_phase_lets_the_phase_finish(direct_dsn, direc
 async def test_without_it_the_statement_is_cancelled(direct_dsn, direct, pool, settings):
     """The control: the same cancellation without run_to_end interrupts the statement."""
     async def insert() -> None:
-        async with db.pooled_transaction(pool, settings) as conn:
+        async with connections.pooled_transaction(pool, settings) as conn:
             await conn.execute("INSERT INTO held VALUES (3)")
 
     await cancel_while_blocked(direct_dsn, direct, insert())
@@ -63,7 +63,7 @@ async def test_a_second_cancellation_leaves_the_connection_to_the_statement(
         await conn.execute("INSERT INTO held VALUES (4)")
 
     async with table_locked(direct_dsn, "held"):
-        caller = asyncio.ensure_future(db.pooled_transaction_to_end(pool, settings, insert))
+        caller = asyncio.ensure_future(connections.pooled_transaction_to_end(pool, settings, insert))
         await until_a_statement_waits_on_a_lock(direct, "INSERT INTO held%")
         pid = await direct.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO held%'")
@@ -82,5 +82,5 @@ async def test_a_second_cancellation_leaves_the_connection_to_the_statement(
     async with asyncio.timeout(10):
         while pool.get_idle_size() < 1:
             await asyncio.sleep(0.01)
-    async with db.pooled_transaction(pool, settings) as conn:
+    async with connections.pooled_transaction(pool, settings) as conn:
         assert await conn.fetchval("SELECT count(*) FROM held") == 1

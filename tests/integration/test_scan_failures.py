@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from tests.support.sites import RawSite, Site, free_port, response
-from worker.database import Urls
+from worker.database_urls import Urls
 from worker.engine import Worker
 from worker.jobs import default_registry
 from worker.jobs.sitemap.store import CHUNK

@@ -9,7 +9,7 @@ import sys
 from worker.scan.fetch import FetchLimits
 from worker.settings import Settings
 
-WORKER_ONLY = ("asyncpg", "worker.context", "worker.settings", "worker.db", "worker.errors", "pydantic")
+WORKER_ONLY = ("asyncpg", "worker.context", "worker.settings", "worker.connections", "worker.errors", "pydantic")
 
 
 def test_importing_the_scanner_loads_nothing_of_the_worker() -> None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import db
+from . import connections
 from .settings import Settings
 from .sql import q
 
@@ -55,7 +55,7 @@ async def open_database(settings: Settings, *, announce: bool = True) -> AsyncIt
 
 async def _others_connected(dsn: str, settings: Settings) -> bool:
     try:
-        conn = await db.connect(dsn, settings, timeout=5)
+        conn = await connections.connect(dsn, settings, timeout=5)
     except Exception:
         return False
     try:
