@@ -41,3 +41,34 @@ def test_a_payload_nested_deeper_than_python_reads_fails_permanently():
     deep = '{"seconds": ' + "[" * 5000 + "]" * 5000 + "}"  # jsonb takes this (10,000 too)
     with pytest.raises(PermanentJobError, match="invalid payload for noop: nested too deeply"):
         default_registry().resolve("noop", deep)
+
+
+def _imported_modules(path) -> set[str]:
+    """Every module a file imports, relative ones written as `.name` (level dots kept)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from . import registry`
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_job_modules_do_not_import_the_registry():
+    """The registry lists the job modules; were they to import it back (for JobType), the
+    two would form an import cycle that only a function-local import keeps working."""
+    from pathlib import Path
+
+    import worker.jobs
+
+    jobs_dir = Path(worker.jobs.__file__).parent
+    job_modules = [p for p in jobs_dir.rglob("*.py") if p.name not in ("registry.py", "__init__.py")]
+    assert any(p.name == "noop.py" for p in job_modules)
+    for path in job_modules:
+        imported = _imported_modules(path)
+        offending = {m for m in imported if m.split(".")[-1] == "registry"}
+        assert not offending, f"{path.relative_to(jobs_dir)} imports {offending}"

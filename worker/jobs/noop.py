@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .registry import JobType
+from .types import JobType
 
 if TYPE_CHECKING:
     from ..context import JobContext

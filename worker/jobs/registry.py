@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import PermanentJobError
+from .noop import NOOP
+from .sitemap_batch import SITEMAP_BATCH
+from .sitemap_scan import SITEMAP_SCAN
+from .types import Handler, JobType
 
-if TYPE_CHECKING:
-    from ..context import JobContext
-
-Handler = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class JobType:
-    """A job type: its payload model (validated before the handler runs) and handler."""
-
-    name: str
-    payload_model: type[BaseModel]
-    handler: Handler
+__all__ = ["Handler", "JobType", "Registry", "default_registry"]
 
 
 class Registry:
@@ -81,8 +71,4 @@ def _explain(exc: ValidationError) -> str:
 
 def default_registry() -> Registry:
     """Every job type this package ships."""
-    from .noop import NOOP
-    from .sitemap_batch import SITEMAP_BATCH
-    from .sitemap_scan import SITEMAP_SCAN
-
     return Registry([NOOP, SITEMAP_SCAN, SITEMAP_BATCH])

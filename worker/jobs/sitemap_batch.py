@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..context import DETACH
 from ..scan.target import parse_target
 from ..sql import q
-from .registry import JobType
+from .types import JobType
 
 if TYPE_CHECKING:
     import asyncpg

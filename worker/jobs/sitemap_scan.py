@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..scan.fetch import Fetcher, FetchLimits
 from ..scan.netguard import NetGuard
 from ..scan.target import parse_target
-from .registry import JobType
 from .sitemap.crawl import scan_site
+from .types import JobType
 
 if TYPE_CHECKING:
     from ..context import JobContext
