@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,31 +78,21 @@ class JobContext:
         if self._stopping.is_set():
             raise ShuttingDown("worker shutting down")
 
-    @asynccontextmanager
-    async def phase(self, progress: float | None = None, *,
-                    durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
-        """One short transaction on a pooled connection. The phase's writes commit together
-        with the job's progress and a renewed lease, and only while this worker still owns
-        the job: if it was cancelled or taken over, everything rolls back and JobLost
-        stops the work.
-
-        `durable=False` commits without waiting for the WAL flush, for writes a re-run
-        would redo anyway (see connections.transaction): the job's final status is always durable,
-        and its flush carries every earlier commit with it.
-
-        A cancellation of the job's task interrupts the statement in flight; run_phase()
-        lets it finish instead."""
-        self.check()
-        async with connections.pooled_transaction(self.pool, self.settings, durable=durable) as conn:
-            yield conn
-            await self._still_ours(conn, progress)
-
     async def run_phase(self, work: Callable[[asyncpg.Connection], Awaitable[T]],
                         progress: float | None = None, *, durable: bool = True) -> T:
-        """`work(conn)` as one phase (see phase()), run to its end even when the job's task
-        is cancelled meanwhile (a failed sibling, a cancelled job, the shutdown deadline):
-        no statement is interrupted, so no cancel request goes out (see connections.run_to_end).
-        The cancellation then carries on from here."""
+        """`work(conn)` as one phase: one short transaction on a pooled connection whose
+        writes commit together with the job's progress and a renewed lease, and only while
+        this worker still owns the job: if it was cancelled or taken over, everything rolls
+        back and JobLost stops the work.
+
+        The phase runs to its end even when the job's task is cancelled meanwhile (a failed
+        sibling, a cancelled job, the shutdown deadline): no statement is interrupted, so no
+        cancel request goes out (see connections.run_to_end). The cancellation then carries
+        on from here.
+
+        `durable=False` commits without waiting for the WAL flush, for writes a re-run
+        would redo anyway (see connections.transaction): the job's final status is always
+        durable, and its flush carries every earlier commit with it."""
         self.check()
 
         async def guarded(conn: asyncpg.Connection) -> T:

@@ -138,8 +138,7 @@ async def test_retry_waits_for_backoff(pool, make_settings, direct):
 
 async def test_database_error_inside_phase_fails_job_and_pool_stays_healthy(pool, settings, direct):
     async def bad_sql(ctx, payload):
-        async with ctx.phase(progress=0.5) as conn:
-            await conn.execute("SELECT 1 / 0")
+        await ctx.run_phase(lambda conn: conn.execute("SELECT 1 / 0"), progress=0.5)
 
     from worker.jobs.noop import NOOP
 
@@ -163,8 +162,9 @@ async def test_phase_writes_commit_with_progress(pool, settings, direct):
 
     async def two_phases(ctx, payload):
         for step, progress in ((1, 0.5), (2, 0.9)):
-            async with ctx.phase(progress=progress) as conn:
-                await conn.execute("INSERT INTO phase_log VALUES ($1, $2)", ctx.job.id, step)
+            await ctx.run_phase(
+                lambda conn, step=step: conn.execute("INSERT INTO phase_log VALUES ($1, $2)", ctx.job.id, step),
+                progress=progress)
         return {"steps": 2}
 
     registry = Registry([JobType("two", Empty, two_phases)])

@@ -1,6 +1,6 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
-Each write goes through the job's phase (JobContext.phase), so it commits together with
+Each write goes through the job's phase (JobContext.run_phase), so it commits together with
 the job's progress and only while this worker still owns the job. A URL is unique per job
 by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a
 crash adds nothing twice.
