@@ -17,6 +17,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from tests.support.fast_pg import FastPostgres
 from tests.support.pgbouncer import MISSING, PgBouncer, require_pgbouncer
 from worker.embedded_pg import EmbeddedPostgres
 from worker.migrate import migrate
@@ -36,7 +37,7 @@ def pg_base() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_server(pg_base: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(pg_base / "data", tcp=True, fast=True)
+    server = FastPostgres(pg_base / "data", tcp=True)
     server.start()
     yield server
     server.stop()

@@ -250,11 +250,15 @@ def _process_alive(pid: int) -> bool:
 class EmbeddedPostgres:
     """One PostgreSQL server on one data dir; start() is idempotent across processes."""
 
+    # Extra initdb arguments and `-c name=value` server settings; a subclass may add to them
+    # (the tests' FastPostgres trades durability for speed there, never the product).
+    INITDB_OPTIONS: tuple[str, ...] = ()
+    SERVER_SETTINGS: tuple[str, ...] = ("max_connections=200",)
+
     def __init__(self, data_dir: Path, *, port: int | None = None, tcp: bool = False,
-                 fast: bool = False, run_as: str | None = None) -> None:
+                 run_as: str | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.tcp = tcp
-        self.fast = fast
         self._auto_port = port is None and tcp
         # socket-only: the port only names .s.PGSQL.<port> in a private directory
         self.port = port if port is not None else (free_tcp_port() if tcp else 5432)
@@ -395,16 +399,15 @@ class EmbeddedPostgres:
 
     def _initdb(self) -> None:
         args = ["-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                "--locale=C", "--no-instructions", *(["--no-sync"] if self.fast else [])]
+                "--locale=C", "--no-instructions", *self.INITDB_OPTIONS]
         r = self._run("initdb", *args)
         if r.returncode != 0:
             raise self._error("initdb", r)
 
     def _server_options(self) -> str:
-        opts = ["-h", "127.0.0.1" if self.tcp else "", "-p", str(self.port),
-                "-k", str(self.socket_dir), "-c", "max_connections=200"]
-        if self.fast:
-            opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        opts = ["-h", "127.0.0.1" if self.tcp else "", "-p", str(self.port), "-k", str(self.socket_dir)]
+        for setting in self.SERVER_SETTINGS:
+            opts += ["-c", setting]
         return shlex.join(opts)  # pg_ctl hands -o to /bin/sh
 
     def _start_with_retry(self) -> None:

@@ -16,6 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from tests.support.fast_pg import FastPostgres
 from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 from worker.database_urls import open_database
 from worker.embedded_pg import EmbeddedPostgres
@@ -33,7 +34,7 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(base: Path) -> Iterator[EmbeddedPostgres]:
-    srv = EmbeddedPostgres(base / "tcp", tcp=True, fast=True)
+    srv = FastPostgres(base / "tcp", tcp=True)
     srv.start()
     yield srv
     srv.stop()
@@ -70,9 +71,15 @@ async def test_tcp_server_answers(server: EmbeddedPostgres) -> None:
     assert await _fetchval(server.dsn, "select 1") == 1
 
 
+async def test_test_server_trades_durability_for_speed(server: EmbeddedPostgres) -> None:
+    for name in ("fsync", "synchronous_commit", "full_page_writes"):
+        assert await _fetchval(server.dsn, f"show {name}") == "off", name
+    assert await _fetchval(server.dsn, "show max_connections") == "200"
+
+
 async def test_start_reuses_running_server(server: EmbeddedPostgres) -> None:
     pid = _postmaster_pid(server)
-    again = EmbeddedPostgres(server.data_dir, tcp=True, fast=True)  # picks its own port at first
+    again = FastPostgres(server.data_dir, tcp=True)  # picks its own port at first
     assert again.start() == server.dsn
     assert again.port == server.port
     assert _postmaster_pid(server) == pid
@@ -81,8 +88,8 @@ async def test_start_reuses_running_server(server: EmbeddedPostgres) -> None:
 
 
 def test_concurrent_starts_share_one_postmaster(base: Path) -> None:
-    a = EmbeddedPostgres(base / "race", tcp=True, fast=True)
-    b = EmbeddedPostgres(base / "race", tcp=True, fast=True)
+    a = FastPostgres(base / "race", tcp=True)
+    b = FastPostgres(base / "race", tcp=True)
     try:
         with ThreadPoolExecutor(2) as pool:
             dsns = list(pool.map(lambda s: s.start(), (a, b)))
@@ -120,7 +127,7 @@ async def test_start_after_kill9_recovers(server: EmbeddedPostgres) -> None:
 
 async def test_socket_only_with_asyncpg_and_psycopg(base: Path) -> None:
     """A data dir path too long for a unix socket puts the socket in a short /tmp dir."""
-    srv = EmbeddedPostgres(base / ("long" * 25) / "data", fast=True)
+    srv = FastPostgres(base / ("long" * 25) / "data")
     try:
         dsn = srv.start()
         assert srv.socket_dir != srv.data_dir
@@ -180,6 +187,10 @@ async def test_a_command_that_started_the_server_later_keeps_it_when_the_first_l
     settings = embedded_settings(base / "shared")
     async with open_database(settings, announce=False) as a_urls:
         assert await _fetchval(a_urls.work, "select 1") == 1
+        # the product's server is durable; only the tests' FastPostgres turns fsync off
+        assert await _fetchval(a_urls.work, "show fsync") == "on"
+        assert await _fetchval(a_urls.work, "show synchronous_commit") == "on"
+        assert await _fetchval(a_urls.work, "show max_connections") == "200"
         b = open_database(settings, announce=False)
         b_urls = await b.__aenter__()
     server = EmbeddedPostgres(base / "shared")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import socket
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Literal
 
 import psycopg
 
+from tests.support.fast_pg import FastPostgres
 from tests.support.pgbouncer import PgBouncer
 from tests.support.processes import WorkerProcess, psql
 from tests.support.waits import StatusWatcher
@@ -28,7 +28,7 @@ TEMPLATE = "sw_fault_template"
 ShutdownMode = Literal["smart", "fast", "immediate"]
 
 
-class RestartablePostgres(EmbeddedPostgres):
+class RestartablePostgres(FastPostgres):
     """A TCP cluster on a fixed 127.0.0.1 port that can be stopped in any pg_ctl mode and
     started again on the same port.
 
@@ -37,14 +37,10 @@ class RestartablePostgres(EmbeddedPostgres):
     immediate shutdown would also lose the worker's *durable* outcome writes, which no
     real deployment does."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        super().__init__(data_dir, tcp=True, fast=True, port=port or free_tcp_port())
+    SERVER_SETTINGS = (*EmbeddedPostgres.SERVER_SETTINGS, "fsync=off", "full_page_writes=off")
 
-    def _server_options(self) -> str:
-        return shlex.join([
-            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.socket_dir),
-            "-c", "max_connections=200", "-c", "fsync=off", "-c", "full_page_writes=off",
-        ])
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, tcp=True, port=port or free_tcp_port())
 
     def dsn_for(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
