@@ -18,7 +18,7 @@ SELECT sitemap_worker_renew AS id FROM sitemap_worker_renew($1, $2::bigint[], $3
 -- name: record_progress :val
 -- In the same transaction as the phase's rows it counts; null: the job is not ours.
 -- $1 id, $2 owner, $3 progress (null keeps it), $4 lease in seconds.
-SELECT sitemap_worker_progress($1, $2, $3::real, $4);
+SELECT sitemap_worker_renew_with_progress($1, $2, $3::real, $4);
 
 -- name: complete_jobs :many
 -- Several jobs' final status in one statement. $1 owner, $2 ids, $3 results (json text).

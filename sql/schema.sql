@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0009 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0010 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -23,7 +23,7 @@
 --
 --                         sitemap_worker_claim
 --     INSERT ──► pending ──────────────────────► processing ──┐ sitemap_worker_renew /
---                 ▲  ▲                           │  ▲  │  │   │ sitemap_worker_progress
+--                 ▲  ▲                           │  ▲  │  │   │ _renew_with_progress
 --                 │  └─ sitemap_worker_retry ────┘  │  │  │ ◄─┘ (lease only)
 --                 └──── sitemap_worker_release ─────┘  │  │
 --                                                      │  └─ sitemap_worker_claim
@@ -43,7 +43,11 @@
 --               lease expired or that has no lease (its worker died) unless it still waits
 --               on children. sitemap_worker_detach keeps a fanned-out batch processing
 --               with no owner and no lease; sitemap_worker_count_children re-opens a
---               completed batch when one of its children goes back.
+--               completed batch when one of its children goes back. While a job runs,
+--               sitemap_worker_renew (every job of a worker) and, at the end of each phase,
+--               sitemap_worker_renew_with_progress (one job, with its progress) extend the
+--               lease of the owner's jobs only, and so tell it which jobs are still its own
+--               (sitemap_worker_progress is the old name, kept for older workers).
 --   completed   entered by sitemap_worker_complete (the handler returned; result holds its
 --               summary) and by sitemap_worker_finish_batch (a batch's last child ended;
 --               called by sitemap_worker_count_children and sitemap_worker_detach).
@@ -292,8 +296,27 @@ BEGIN
                              FOR UPDATE SKIP LOCKED));
 END $$;
 
--- A phase's progress, in the same transaction as the rows it counts; null keeps it.
--- Returns null when the job is no longer this worker's (cancelled or taken over).
+-- The end of every phase: sitemap_worker_renew for one job, which also records the phase's
+-- progress (null keeps it), in the same transaction as the rows it counts. Returns null
+-- when the job is no longer this worker's (cancelled or taken over): the phase rolls back.
+CREATE FUNCTION sitemap_worker_renew_with_progress(p_id bigint, p_owner text,
+                                                   p_progress real,
+                                                   p_lease_seconds double precision)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    touched bigint;
+BEGIN
+    UPDATE jobs
+       SET progress = coalesce(p_progress, progress),
+           lease_expires_at = statement_timestamp() + make_interval(secs => p_lease_seconds)
+     WHERE id = p_id AND owner = p_owner AND status = 'processing'
+    RETURNING id INTO touched;
+    RETURN touched;
+END $$;
+
+-- The same function under its old name (migration 0001), kept only for workers of an older
+-- version still running during an upgrade; this version never calls it.
 CREATE FUNCTION sitemap_worker_progress(p_id bigint, p_owner text, p_progress real,
                                         p_lease_seconds double precision)
 RETURNS bigint
