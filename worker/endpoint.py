@@ -21,7 +21,7 @@ from .metrics import CONTENT_TYPE
 from .sql import q
 
 if TYPE_CHECKING:
-    from .engine import Worker
+    from .engine import JobLoop
     from .listener import Listener
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ DEPTH_MAX_AGE = 1.0  # seconds: scrapes closer together reuse the last queue dep
 class Endpoint:
     """`GET /metrics` and `GET /health` for one worker; start() returns the bound port."""
 
-    def __init__(self, worker: Worker, listener: Listener | None) -> None:
+    def __init__(self, worker: JobLoop, listener: Listener | None) -> None:
         self._worker = worker
         self._listener = listener
         self._runner: web.AppRunner | None = None

@@ -62,8 +62,8 @@ class Running:
     started: float = field(default_factory=time.monotonic)
 
 
-class Worker:
-    """One worker process's engine. `run()` returns after a stop request or, with
+class JobLoop:
+    """One worker process's loop over its jobs. `run()` returns after a stop request or, with
     `burst=True`, once no runnable job is left."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, registry: Registry, *,

@@ -19,7 +19,7 @@ YOUNG_THRESHOLD = 10_000  # allocations between gen-0 collections (CPython's def
 
 def tune_for_worker() -> None:
     """Call once, after the imports and before the work: the CLI does, a library user
-    embedding Worker decides for their own process."""
+    embedding JobLoop decides for their own process."""
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)

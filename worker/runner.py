@@ -13,7 +13,7 @@ import asyncpg
 from . import connections
 from .database_urls import Urls
 from .endpoint import Endpoint
-from .engine import Worker
+from .engine import JobLoop
 from .jobs import default_registry
 from .listener import WAKEUP_CHANNEL, Listener
 from .settings import Settings
@@ -26,12 +26,12 @@ LISTENER_STOP_WAIT = 1.0  # seconds; a stop cuts the listener's waits short at o
 
 async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
                 burst: bool = False, handle_signals: bool = True,
-                stop: asyncio.Event | None = None) -> Worker:
+                stop: asyncio.Event | None = None) -> JobLoop:
     """Run until stopped (a signal, or `stop` being set; with burst, until nothing is
     runnable); returns the engine so callers can read its counters."""
     concurrency = concurrency or settings.concurrency
     pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
-    worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
     listener = None if burst else Listener(urls.direct, settings, worker.notify, worker.wake)
     if listener is not None:
         worker.metrics.watch(listener_state=lambda: listener.state,
@@ -74,7 +74,7 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
     return worker
 
 
-async def _start_endpoint(worker: Worker, listener: Listener | None,
+async def _start_endpoint(worker: JobLoop, listener: Listener | None,
                           settings: Settings) -> Endpoint | None:
     if settings.metrics_port is None:
         return None
@@ -92,7 +92,7 @@ async def _close_pool(pool: asyncpg.Pool, wait: float) -> None:
         pool.terminate()
 
 
-def _time_left(worker: Worker, at_most: float) -> float:
+def _time_left(worker: JobLoop, at_most: float) -> float:
     """`at_most` seconds, or what is left of the shutdown grace if that is less."""
     left = worker.remaining_grace()
     return at_most if left is None else max(min(at_most, left), 0.01)
@@ -108,7 +108,7 @@ async def _bounded(task: asyncio.Task[None], timeout: float) -> None:
         log.warning("listener ended with an error: %s", task.exception())
 
 
-async def _stop_listener_on_stop(worker: Worker, listener: Listener) -> None:
+async def _stop_listener_on_stop(worker: JobLoop, listener: Listener) -> None:
     await worker.stopping.wait()
     await listener.stop()
 
@@ -126,12 +126,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _stop_on(stop: asyncio.Event, worker: Worker) -> None:
+async def _stop_on(stop: asyncio.Event, worker: JobLoop) -> None:
     await stop.wait()
     worker.request_stop()
 
 
-async def _announce(worker: Worker, listener: Listener | None, concurrency: int) -> None:
+async def _announce(worker: JobLoop, listener: Listener | None, concurrency: int) -> None:
     """One line when the worker can be woken and has caught up with what was already
     runnable; tests and operators wait for it."""
     if listener is not None:
@@ -141,7 +141,7 @@ async def _announce(worker: Worker, listener: Listener | None, concurrency: int)
     log.info("worker %s ready: %s, concurrency %d", worker.owner, mode, concurrency)
 
 
-def _install_signals(worker: Worker) -> None:
+def _install_signals(worker: JobLoop) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:

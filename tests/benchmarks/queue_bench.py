@@ -39,7 +39,7 @@ from tests.benchmarks.statements import bq
 from tests.support.processes import WorkerProcess
 from worker import connections
 from worker.database_urls import Urls
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 from worker.listener import WAKEUP_CHANNEL
 from worker.report import table
@@ -182,7 +182,7 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
     try:
         with quiet_worker_logs():
-            worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=True)
+            worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=True)
             began = time.perf_counter()
             await _run_bounded(worker, 60 + jobs / 100)
             seconds = time.perf_counter() - began
@@ -198,7 +198,7 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     return DrainRun(jobs, seconds, inserted, before.per_job(after, jobs), check, ok)
 
 
-async def _run_bounded(worker: Worker, timeout: float) -> None:
+async def _run_bounded(worker: JobLoop, timeout: float) -> None:
     """A burst worker whose claims keep failing (say, a schema that is not current) would
     retry for ever: stop it and say so."""
     task = asyncio.create_task(worker.run())

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.sites import Site
 from worker.database_urls import Urls
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -21,7 +21,7 @@ def urls(direct_dsn: str) -> Urls:
 
 
 async def run_burst(pool, settings, concurrency: int = 1) -> None:
-    worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=True)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=True)
     await asyncio.wait_for(worker.run(), 60)
 
 

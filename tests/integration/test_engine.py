@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from tests.support.waits import StatusWatcher
 from worker.database_urls import Urls
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.errors import RetryableJobError
 from worker.jobs.registry import JobType, Registry, default_registry
 from worker.listener import Listener
@@ -38,8 +38,8 @@ async def watcher(urls: Urls) -> AsyncIterator[StatusWatcher]:
 
 
 async def run_burst(pool: asyncpg.Pool, settings: Settings, registry: Registry | None = None,
-                    concurrency: int = 4) -> Worker:
-    worker = Worker(pool, settings, registry or default_registry(), concurrency=concurrency, burst=True)
+                    concurrency: int = 4) -> JobLoop:
+    worker = JobLoop(pool, settings, registry or default_registry(), concurrency=concurrency, burst=True)
     await asyncio.wait_for(worker.run(), timeout=30)
     return worker
 
@@ -200,7 +200,7 @@ async def test_cancelled_pending_job_never_starts(pool, settings, direct):
 
 async def test_cancel_running_job_stops_it_within_seconds(pool, settings, direct, watcher):
     job_id = await insert(direct, "noop", {"seconds": 60})
-    worker = Worker(pool, settings, default_registry(), concurrency=1)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=1)
     task = asyncio.create_task(worker.run())
     await watcher.wait_for(job_id, "processing")
     await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
@@ -246,7 +246,7 @@ async def test_live_lease_is_not_stolen(pool, settings, direct):
 
 async def test_shutdown_hands_unfinished_job_back_without_burning_an_attempt(pool, settings, direct, watcher):
     job_id = await insert(direct, "noop", {"seconds": 60})
-    worker = Worker(pool, settings, default_registry(), concurrency=2)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=2)
     task = asyncio.create_task(worker.run())
     await watcher.wait_for(job_id, "processing")
     worker.request_stop()
@@ -265,7 +265,7 @@ async def test_shutdown_lets_a_short_job_finish(pool, settings, direct, watcher)
 
     registry = Registry([JobType("w", Empty, waits_for_test)])
     job_id = await insert(direct, "w", {})
-    worker = Worker(pool, settings, registry, concurrency=1)
+    worker = JobLoop(pool, settings, registry, concurrency=1)
     task = asyncio.create_task(worker.run())
     await watcher.wait_for(job_id, "processing")
     worker.request_stop()
@@ -276,7 +276,7 @@ async def test_shutdown_lets_a_short_job_finish(pool, settings, direct, watcher)
 
 async def test_listener_wakes_an_idle_worker(pool, make_settings, urls, direct, watcher):
     settings = make_settings(poll_interval=timedelta(seconds=60))
-    worker = Worker(pool, settings, default_registry(), concurrency=2)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=2)
     listener = Listener(urls.direct, settings, worker.notify, worker.wake)
     listen_task = asyncio.create_task(listener.run())
     task = asyncio.create_task(worker.run())
@@ -294,7 +294,7 @@ async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, url
     await direct.execute("SELECT sitemap_worker_set_wakeup_window(10000)")
     inserter = await asyncpg.connect(urls.direct)
     settings = make_settings(poll_interval=timedelta(seconds=60), trailing_poll=timedelta(seconds=0.3))
-    worker = Worker(pool, settings, default_registry(), concurrency=2)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=2)
     listener = Listener(urls.direct, settings, worker.notify, worker.wake)
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(worker.run())]
     await asyncio.wait_for(listener.listening.wait(), 5)
@@ -310,7 +310,7 @@ async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, url
     await inserter.close()
 
 
-def sample(worker: Worker, name: str, **labels: str) -> float:
+def sample(worker: JobLoop, name: str, **labels: str) -> float:
     value = worker.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 

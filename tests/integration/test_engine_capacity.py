@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.locks import until_a_statement_waits_on_a_lock
 from tests.support.status_gate import gate_closed, install_gate
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs.registry import default_registry
 
 CONCURRENCY = 2
@@ -45,7 +45,7 @@ async def test_slow_outcome_writes_hold_slots_and_keep_leases(pool, settings, di
     # outcome waits behind that write, unwritten, for several leases.
     ids = await jobs(direct, [0, 0.3] + [0] * 10)
     await install_gate(direct)
-    worker = Worker(pool, settings, default_registry(), concurrency=CONCURRENCY)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=CONCURRENCY)
     caplog.set_level(logging.INFO, logger="worker")
     async with gate_closed(direct_dsn):
         task = asyncio.create_task(worker.run())
@@ -86,7 +86,7 @@ async def test_stop_ends_within_the_grace_while_outcome_writes_are_blocked(
     settings = make_settings(shutdown_grace=timedelta(seconds=2), heartbeat_interval=timedelta(seconds=0.1))
     await jobs(direct, [0, 60])
     await install_gate(direct)
-    worker = Worker(pool, settings, default_registry(), concurrency=CONCURRENCY)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=CONCURRENCY)
     async with gate_closed(direct_dsn):
         task = asyncio.create_task(worker.run())
         await until_a_statement_waits_on_a_lock(direct, "%sitemap_worker_complete%")

@@ -14,14 +14,14 @@ import asyncpg
 import pytest
 
 from tests.support.locks import until_a_statement_waits_on_a_lock
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-async def run_burst(pool, settings, concurrency: int = 4) -> Worker:
-    worker = Worker(pool, settings, default_registry(), concurrency=concurrency, burst=True)
+async def run_burst(pool, settings, concurrency: int = 4) -> JobLoop:
+    worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=True)
     await asyncio.wait_for(worker.run(), 60)
     return worker
 

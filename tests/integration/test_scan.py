@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.support.sites import Site
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 from worker.jobs.sitemap.store import CHUNK
 from worker.waiting import wait_for_jobs
@@ -40,7 +40,7 @@ async def scan(pool, settings, direct, domain: str, **payload):
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
         json.dumps({"domain": domain, **payload}))
-    worker = Worker(pool, settings, default_registry(), concurrency=2, burst=True)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=2, burst=True)
     await asyncio.wait_for(worker.run(), 60)
     return await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
 
@@ -180,7 +180,7 @@ async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_s
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
         json.dumps({"domain": o}))
-    worker = asyncio.ensure_future(Worker(pool, settings, default_registry(), burst=True).run())
+    worker = asyncio.ensure_future(JobLoop(pool, settings, default_registry(), burst=True).run())
     out = Lines(at_least=CHUNK)
     waiting = asyncio.ensure_future(wait_for_jobs(urls.direct, settings, [job_id], out=out, refresh=0.05))
     async with asyncio.timeout(20):

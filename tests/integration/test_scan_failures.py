@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.sites import RawSite, Site, free_port, response
 from worker.database_urls import Urls
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 from worker.jobs.sitemap.store import CHUNK
 from worker.metrics import PREFIX, Metrics
@@ -69,7 +69,7 @@ async def scan(pool, make_settings, direct, origin: str, *, retry_base: float = 
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
         json.dumps({"domain": origin}))
     metrics = Metrics()
-    worker = Worker(pool, make_settings(allow_private_networks=True,
+    worker = JobLoop(pool, make_settings(allow_private_networks=True,
                                         retry_base=timedelta(seconds=retry_base), **settings),
                     default_registry(), concurrency=1, burst=True, metrics=metrics)
     await asyncio.wait_for(worker.run(), 60)
@@ -331,7 +331,7 @@ async def test_batch_totals_count_the_urls_of_a_flawed_only_sitemap(site, pool, 
     batch = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_batch', $1::jsonb) RETURNING id",
         json.dumps({"domains": [o]}))
-    worker = Worker(pool, make_settings(allow_private_networks=True, fetch_max_bytes=4096),
+    worker = JobLoop(pool, make_settings(allow_private_networks=True, fetch_max_bytes=4096),
                     default_registry(), concurrency=1, burst=True)
     await asyncio.wait_for(worker.run(), 60)
     parent = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", batch)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.sites import Site
 from worker.database_urls import Urls
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -39,7 +39,7 @@ async def scan(pool, make_settings, direct, site: Site, **settings):
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
         json.dumps({"domain": site.origin}))
-    worker = Worker(pool, make_settings(allow_private_networks=True, **settings),
+    worker = JobLoop(pool, make_settings(allow_private_networks=True, **settings),
                     default_registry(), concurrency=1, burst=True)
     await asyncio.wait_for(worker.run(), 60)
     job = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.locks import until_a_statement_waits_on_a_lock
 from tests.support.sites import Site
-from worker.engine import Worker
+from worker.engine import JobLoop
 from worker.jobs import default_registry
 from worker.jobs.sitemap.pipeline import QUEUED_CHUNKS
 from worker.jobs.sitemap.store import CHUNK
@@ -55,7 +55,7 @@ async def site() -> AsyncIterator[Site]:
 
 
 def start_scan(pool: asyncpg.Pool, settings: Any, job_id: int) -> asyncio.Task[None]:
-    worker = Worker(pool, settings, default_registry(), concurrency=1, burst=True)
+    worker = JobLoop(pool, settings, default_registry(), concurrency=1, burst=True)
     return asyncio.ensure_future(asyncio.wait_for(worker.run(), 60))
 
 
