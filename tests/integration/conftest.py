@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.sites import Site
 from worker import connections
 from worker.database_urls import Urls
 from worker.settings import Settings
@@ -21,6 +22,13 @@ def urls(request: pytest.FixtureRequest, direct_dsn: str, database: str) -> Urls
         return Urls(direct_dsn, direct_dsn)
     bouncer = request.getfixturevalue("bouncer")
     return Urls(bouncer.dsn(database), direct_dsn)
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """A real HTTP server on 127.0.0.1 that serves what the test adds to it."""
+    async with Site() as s:
+        yield s
 
 
 @pytest.fixture

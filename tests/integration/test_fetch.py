@@ -45,12 +45,6 @@ class Collect:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with Site() as s:
-        yield s
-
-
-@pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
     async with Fetcher(limits()) as f:
         yield f

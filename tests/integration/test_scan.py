@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from tests.support.sites import Site
 from worker.engine import JobLoop
 from worker.jobs import default_registry
 from worker.jobs.sitemap.store import CHUNK
@@ -28,12 +27,6 @@ def urlset(*locs: str, extra: str = "") -> bytes:
 def index(*locs: str) -> bytes:
     body = "".join(f"<sitemap><loc>{loc}</loc></sitemap>" for loc in locs)
     return f'<?xml version="1.0"?><sitemapindex {NS}>{body}</sitemapindex>'.encode()
-
-
-@pytest.fixture
-async def site():
-    async with Site() as s:
-        yield s
 
 
 async def scan(pool, settings, direct, domain: str, **payload):

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.support.sites import RawSite, Site, free_port, response
+from tests.support.sites import RawSite, free_port, response
 from worker.database_urls import Urls
 from worker.engine import JobLoop
 from worker.jobs import default_registry
@@ -28,12 +28,6 @@ IMG = 'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"'
 def urls(direct_dsn: str) -> Urls:
     """Direct only: these tests are about HTTP input, not the pooler."""
     return Urls(direct_dsn, direct_dsn)
-
-
-@pytest.fixture
-async def site():
-    async with Site() as s:
-        yield s
 
 
 @pytest.fixture

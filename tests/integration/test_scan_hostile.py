@@ -25,12 +25,6 @@ def urls(direct_dsn: str) -> Urls:
     return Urls(direct_dsn, direct_dsn)
 
 
-@pytest.fixture
-async def site():
-    async with Site() as s:
-        yield s
-
-
 def urlset(*locs: str) -> bytes:
     return f'<urlset {NS}>{"".join(f"<url><loc>{u}</loc></url>" for u in locs)}</urlset>'.encode()
 
