@@ -10,15 +10,23 @@ import asyncpg
 
 
 @asynccontextmanager
-async def table_locked(dsn: str, table: str) -> AsyncIterator[None]:
-    """ACCESS EXCLUSIVE on `table` until the block ends: every statement touching it waits."""
+async def held(dsn: str, statement: str) -> AsyncIterator[None]:
+    """`statement` (one that takes a lock) in a transaction of its own connection, held open
+    until the block ends."""
     holder = await asyncpg.connect(dsn)
     try:
         async with holder.transaction():
-            await holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            await holder.execute(statement)
             yield
     finally:
         await holder.close()
+
+
+@asynccontextmanager
+async def table_locked(dsn: str, table: str) -> AsyncIterator[None]:
+    """ACCESS EXCLUSIVE on `table` until the block ends: every statement touching it waits."""
+    async with held(dsn, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"):
+        yield
 
 
 async def until_a_statement_waits_on_a_lock(conn: asyncpg.Connection, query_like: str = "%",

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from tests.support.locks import held
+
 GATE_KEY = 4243
 
 ENDS_A_JOB = "o.status = 'processing' AND n.status <> 'processing'"
@@ -33,10 +35,5 @@ async def install_gate(conn: asyncpg.Connection, condition: str = ENDS_A_JOB) ->
 @asynccontextmanager
 async def gate_closed(dsn: str) -> AsyncIterator[None]:
     """Gated writes wait until the block ends."""
-    holder = await asyncpg.connect(dsn)
-    try:
-        async with holder.transaction():
-            await holder.execute(f"SELECT pg_advisory_xact_lock({GATE_KEY})")
-            yield
-    finally:
-        await holder.close()
+    async with held(dsn, f"SELECT pg_advisory_xact_lock({GATE_KEY})"):
+        yield
