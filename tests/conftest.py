@@ -66,7 +66,9 @@ def bouncer(pg_server: EmbeddedPostgres, pg_base: Path) -> Iterator[PgBouncer]:
 
 
 @contextmanager
-def scratch_database(server: EmbeddedPostgres, prefix: str, template: str | None = None) -> Iterator[str]:
+def scratch_database(
+    server: EmbeddedPostgres, prefix: str, template: str | None = None
+) -> Iterator[str]:
     """A database of the test's own (a copy of `template`, or empty), dropped afterwards."""
     name = f"{prefix}{os.getpid()}_{next(_counter)}"
     with psycopg.connect(admin_dsn(server), autocommit=True) as conn:
@@ -105,4 +107,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         reason = reason.removeprefix("Skipped: ")
         reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
-        terminalreporter.write_line(f"{count} skipped: {reason}", yellow=True, bold=reason == MISSING)
+        terminalreporter.write_line(
+            f"{count} skipped: {reason}", yellow=True, bold=reason == MISSING
+        )

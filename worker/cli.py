@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 # The benchmarks are tools, not part of the worker: they live in the source tree only.
 BENCHMARKS = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
-NO_BENCHMARKS = ("sitemap-worker bench: error: the benchmarks live in the source tree "
-                 "(tests/benchmarks/), which this installation lacks: run `python -m worker "
-                 "bench` from the top of a checkout of sitemap-worker")
+NO_BENCHMARKS = (
+    "sitemap-worker bench: error: the benchmarks live in the source tree "
+    "(tests/benchmarks/), which this installation lacks: run `python -m worker "
+    "bench` from the top of a checkout of sitemap-worker"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,8 +128,9 @@ def _payloads(args: argparse.Namespace) -> tuple[str, list[str]]:
     return _scan_payloads(args.domains, args.max_urls, batch=args.batch)
 
 
-def _scan_payloads(domains: list[str], max_urls: int | None, *,
-                   batch: bool = False) -> tuple[str, list[str]]:
+def _scan_payloads(
+    domains: list[str], max_urls: int | None, *, batch: bool = False
+) -> tuple[str, list[str]]:
     """One sitemap_scan per domain, or one sitemap_batch for all of them."""
     extra = {"max_urls": max_urls} if max_urls is not None else {}
     if batch:
@@ -135,13 +138,20 @@ def _scan_payloads(domains: list[str], max_urls: int | None, *,
     return "sitemap_scan", [json.dumps({"domain": d, **extra}) for d in domains]
 
 
-async def _insert(urls: Urls, settings: Settings, job_type: str, payloads: list[str],
-                  priority: int = 0, max_attempts: int | None = None) -> list[int]:
+async def _insert(
+    urls: Urls,
+    settings: Settings,
+    job_type: str,
+    payloads: list[str],
+    priority: int = 0,
+    max_attempts: int | None = None,
+) -> list[int]:
     conn = await connections.connect(urls.work, settings)
     try:
         async with connections.transaction(conn, settings):
-            rows = await conn.fetch(q("enqueue_many"), job_type, payloads, priority, max_attempts,
-                                    None)
+            rows = await conn.fetch(
+                q("enqueue_many"), job_type, payloads, priority, max_attempts, None
+            )
     finally:
         await conn.close()
     return [r["id"] for r in rows]
@@ -157,15 +167,18 @@ async def _scan(urls: Urls, settings: Settings, args: argparse.Namespace) -> int
     tune_for_worker()
     stop = asyncio.Event()
     concurrency = args.concurrency or min(len(ids), CONCURRENCY_MAX)
-    worker = asyncio.create_task(serve(urls, settings, concurrency=concurrency,
-                                       handle_signals=False, stop=stop), name="scan-worker")
+    worker = asyncio.create_task(
+        serve(urls, settings, concurrency=concurrency, handle_signals=False, stop=stop),
+        name="scan-worker",
+    )
     waiter = asyncio.create_task(wait_for_jobs(urls.direct, settings, ids), name="scan-wait")
     await _until_either_ends(waiter, worker, stop)
     return await _print_final(urls, settings, ids)
 
 
-async def _until_either_ends(waiter: asyncio.Task[object], worker: asyncio.Task[object],
-                             stop: asyncio.Event) -> None:
+async def _until_either_ends(
+    waiter: asyncio.Task[object], worker: asyncio.Task[object], stop: asyncio.Event
+) -> None:
     """Wait for the jobs to end, or for the worker running them to end first (then they never
     will here): then stop the other and raise what failed, the worker's error first."""
     try:

@@ -16,7 +16,9 @@ from .settings import CONCURRENCY_MAX, format_duration, parse_duration
 
 BIGINT_MAX = 2**63 - 1  # jobs.id
 INT_MAX = 2**31 - 1  # prune's batch (PostgreSQL integer)
-PRIORITY_MAX = 1_000_000  # jobs.priority: CHECK between -PRIORITY_MAX and PRIORITY_MAX (migration 0008)
+PRIORITY_MAX = (
+    1_000_000  # jobs.priority: CHECK between -PRIORITY_MAX and PRIORITY_MAX (migration 0008)
+)
 MAX_ATTEMPTS_MAX = 1000  # jobs.max_attempts: CHECK between 1 and 1000 (migration 0008)
 MAX_URLS = 100_000_000  # the sitemap_scan and sitemap_batch payloads' own cap
 PRUNE_AGE_MAX = timedelta(days=36_500)
@@ -40,7 +42,8 @@ def integer(low: int, high: int, what: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
-                f"must be from {low} to {high}{f' ({what})' if what else ''}, not {text}")
+                f"must be from {low} to {high}{f' ({what})' if what else ''}, not {text}"
+            )
         return value
 
     parse.__name__ = "integer"  # argparse names the type in some messages
@@ -56,7 +59,9 @@ def seconds(low: float, high: float) -> Callable[[str], float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
         if not (math.isfinite(value) and low < value <= high):
-            raise argparse.ArgumentTypeError(f"must be more than {low:g} and at most {high:g} s, not {text}")
+            raise argparse.ArgumentTypeError(
+                f"must be more than {low:g} and at most {high:g} s, not {text}"
+            )
         return value
 
     parse.__name__ = "seconds"
@@ -73,7 +78,8 @@ def age(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30d, 12h, 90m)")
     if value > PRUNE_AGE_MAX:
         raise argparse.ArgumentTypeError(
-            f"must be at most {format_duration(PRUNE_AGE_MAX)} (100 years), not {text}")
+            f"must be at most {format_duration(PRUNE_AGE_MAX)} (100 years), not {text}"
+        )
     return value
 
 
@@ -93,7 +99,9 @@ def payload(value: str) -> str:
     except (ValueError, RecursionError) as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {_first_line(exc)}") from None
     if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object ({{...}}), not {type(parsed).__name__}")
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object ({{...}}), not {type(parsed).__name__}"
+        )
     problem = _json_problem(parsed)
     if problem:
         raise argparse.ArgumentTypeError(problem)
@@ -145,51 +153,89 @@ def build_parser() -> Parser:
     sub.add_parser("migrate", help="apply the SQL migrations (safe to repeat, and concurrently)")
 
     run = sub.add_parser("run", help="run the worker until SIGINT/SIGTERM")
-    run.add_argument("--concurrency", type=concurrency, help="jobs at once (default WORKER_CONCURRENCY, 10)")
+    run.add_argument(
+        "--concurrency", type=concurrency, help="jobs at once (default WORKER_CONCURRENCY, 10)"
+    )
     run.add_argument("--burst", action="store_true", help="exit once no runnable job is left")
     run.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
 
     enqueue = sub.add_parser("enqueue", help="insert jobs and print their ids")
-    enqueue.add_argument("domains", nargs="*", type=text, metavar="DOMAIN", help="one sitemap_scan job each")
-    enqueue.add_argument("--max-urls", type=max_urls, help="cap on stored URLs per scan (with DOMAINs)")
-    enqueue.add_argument("--batch", action="store_true",
-                         help="one sitemap_batch job for all DOMAINs (child scans run in parallel)")
-    enqueue.add_argument("--job-type", type=text, help="another job type, e.g. noop (with --payload)")
+    enqueue.add_argument(
+        "domains", nargs="*", type=text, metavar="DOMAIN", help="one sitemap_scan job each"
+    )
+    enqueue.add_argument(
+        "--max-urls", type=max_urls, help="cap on stored URLs per scan (with DOMAINs)"
+    )
+    enqueue.add_argument(
+        "--batch",
+        action="store_true",
+        help="one sitemap_batch job for all DOMAINs (child scans run in parallel)",
+    )
+    enqueue.add_argument(
+        "--job-type", type=text, help="another job type, e.g. noop (with --payload)"
+    )
     enqueue.add_argument("--payload", type=payload, help="JSON object for --job-type (default {})")
-    enqueue.add_argument("--priority", type=integer(-PRIORITY_MAX, PRIORITY_MAX, "the jobs table's range"), default=0,
-                         help="higher runs first")
-    enqueue.add_argument("--max-attempts", type=integer(1, MAX_ATTEMPTS_MAX, "the jobs table's range"),
-                         help="attempts before failing (default 3)")
+    enqueue.add_argument(
+        "--priority",
+        type=integer(-PRIORITY_MAX, PRIORITY_MAX, "the jobs table's range"),
+        default=0,
+        help="higher runs first",
+    )
+    enqueue.add_argument(
+        "--max-attempts",
+        type=integer(1, MAX_ATTEMPTS_MAX, "the jobs table's range"),
+        help="attempts before failing (default 3)",
+    )
     enqueue.add_argument("--wait", action="store_true", help="show progress until the jobs end")
 
     scan = sub.add_parser("scan", help="scan domains in this process: progress, result, tree")
     scan.add_argument("domains", nargs="+", type=text, metavar="DOMAIN")
     scan.add_argument("--max-urls", type=max_urls, help="cap on stored URLs per scan")
     scan.add_argument("--concurrency", type=concurrency, help="jobs at once in this process")
-    scan.add_argument("--no-migrate", action="store_true",
-                      help="do not apply migrations (with DATABASE_URL)")
+    scan.add_argument(
+        "--no-migrate", action="store_true", help="do not apply migrations (with DATABASE_URL)"
+    )
 
     status = sub.add_parser("status", help="one job's details, or a summary of recent jobs")
-    status.add_argument("job_id", nargs="?", type=integer(1, BIGINT_MAX, "a job id"), metavar="JOB_ID")
+    status.add_argument(
+        "job_id", nargs="?", type=integer(1, BIGINT_MAX, "a job id"), metavar="JOB_ID"
+    )
     status.add_argument("--limit", type=integer(0, 100_000), default=20, help="recent jobs to list")
 
-    prune = sub.add_parser("prune", help="delete ended jobs (and what their scans stored) "
-                           "older than a given age, in small committed batches")
-    prune.add_argument("--older-than", required=True, type=age, metavar="AGE",
-                       help="e.g. 30d, 12h, 90m: jobs that ended longer ago than this")
-    prune.add_argument("--batch", type=integer(1, INT_MAX, "PostgreSQL integer"), default=100,
-                       help="jobs per transaction")
+    prune = sub.add_parser(
+        "prune",
+        help="delete ended jobs (and what their scans stored) "
+        "older than a given age, in small committed batches",
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=age,
+        metavar="AGE",
+        help="e.g. 30d, 12h, 90m: jobs that ended longer ago than this",
+    )
+    prune.add_argument(
+        "--batch",
+        type=integer(1, INT_MAX, "PostgreSQL integer"),
+        default=100,
+        help="jobs per transaction",
+    )
 
     health = sub.add_parser("health", help="exit 0 if the database (and a worker) is healthy")
-    health.add_argument("--worker", metavar="URL",
-                        help="also require this worker's /health to answer 200, e.g. "
-                        "http://127.0.0.1:9187 (its WORKER_METRICS_PORT)")
+    health.add_argument(
+        "--worker",
+        metavar="URL",
+        help="also require this worker's /health to answer 200, e.g. "
+        "http://127.0.0.1:9187 (its WORKER_METRICS_PORT)",
+    )
     health.add_argument("--timeout", type=seconds(0, 3600), default=5.0, help="seconds per check")
 
     # Its options are the benchmark's own (tests/benchmarks/command.py): cli.main hands it
     # everything after `bench`; this entry lists it in --help.
-    sub.add_parser("bench", help="measure queue throughput, pickup latency and scan speed "
-                   "(from a source checkout)")
+    sub.add_parser(
+        "bench",
+        help="measure queue throughput, pickup latency and scan speed (from a source checkout)",
+    )
     return parser
 
 
@@ -201,8 +247,10 @@ def check_combinations(args: argparse.Namespace) -> None:
         if args.domains:
             _refuse("enqueue", "give DOMAINs or --job-type, not both")
         if args.max_urls is not None:
-            _refuse("enqueue", "--max-urls goes with DOMAINs, not with --job-type "
-                    "(put max_urls in --payload)")
+            _refuse(
+                "enqueue",
+                "--max-urls goes with DOMAINs, not with --job-type (put max_urls in --payload)",
+            )
         if args.batch:
             _refuse("enqueue", "--batch goes with DOMAINs, not with --job-type")
         return

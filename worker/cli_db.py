@@ -50,8 +50,9 @@ async def prepare(args: argparse.Namespace, urls: Urls, settings: Settings) -> l
 def _named(urls: Urls, settings: Settings) -> list[tuple[str, str]]:
     named = [("DATABASE_URL", urls.work)]
     if urls.direct != urls.work:
-        named.append(("LISTEN_DATABASE_URL" if settings.listen_database_url else "DATABASE_URL",
-                      urls.direct))
+        named.append(
+            ("LISTEN_DATABASE_URL" if settings.listen_database_url else "DATABASE_URL", urls.direct)
+        )
     return named
 
 
@@ -67,8 +68,9 @@ def where(dsn: str) -> str:
 async def _check_reachable(name: str, dsn: str, settings: Settings) -> None:
     scheme = dsn.partition("://")[0] if "://" in dsn else ""
     if scheme not in ("postgresql", "postgres"):
-        raise CliError(f"{name} is not a PostgreSQL URL (expected "
-                       "postgresql://user:password@host:port/dbname)")
+        raise CliError(
+            f"{name} is not a PostgreSQL URL (expected postgresql://user:password@host:port/dbname)"
+        )
     try:
         conn = await connections.connect(dsn, settings, timeout=CONNECT_TIMEOUT)
     except _BAD_URL as exc:
@@ -104,11 +106,14 @@ async def _check_schema(dsn: str, settings: Settings, *, current: bool) -> None:
         async with connections.transaction(conn, settings, durable=False):
             applied = {r["version"] for r in await conn.fetch(q("applied_migrations"))}
     except asyncpg.UndefinedTableError:
-        raise CliError(f"no sitemap-worker schema in the database at {where(dsn)}: "
-                       f"{MIGRATE_HINT}") from None
+        raise CliError(
+            f"no sitemap-worker schema in the database at {where(dsn)}: {MIGRATE_HINT}"
+        ) from None
     finally:
         await conn.close()
     missing = [version for version, _ in migrations() if version not in applied]
     if current and missing:
-        raise CliError(f"the schema lacks {len(missing)} migration(s) ({', '.join(missing)}): "
-                       f"{MIGRATE_HINT}, or drop --no-migrate")
+        raise CliError(
+            f"the schema lacks {len(missing)} migration(s) ({', '.join(missing)}): "
+            f"{MIGRATE_HINT}, or drop --no-migrate"
+        )

@@ -27,7 +27,11 @@ class CliError(Exception):
 
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (
-    CliError, EmbeddedPostgresError, asyncpg.PostgresError, *CONNECTION_ERRORS)
+    CliError,
+    EmbeddedPostgresError,
+    asyncpg.PostgresError,
+    *CONNECTION_ERRORS,
+)
 
 
 def one_line(exc: BaseException) -> tuple[int, str]:

@@ -70,8 +70,13 @@ def _begin_sql(settings: Settings, durable: bool, timeout: float | None = None) 
 
 
 @asynccontextmanager
-async def transaction(conn: asyncpg.Connection, settings: Settings, *, durable: bool = True,
-                      timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    durable: bool = True,
+    timeout: float | None = None,
+) -> AsyncIterator[asyncpg.Connection]:
     """An explicit short transaction: commit on success, roll back on any error or
     cancellation (a connection that cannot even roll back is closed, never reused).
 
@@ -96,7 +101,7 @@ async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
         if not conn.is_closed():
             await conn.execute("ROLLBACK")
             return
-    except BaseException:  # noqa: S110  (a failed rollback: close below)
+    except BaseException:
         pass
     try:
         conn.terminate()
@@ -105,13 +110,16 @@ async def _roll_back_or_close(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def pooled_transaction(pool: asyncpg.Pool, settings: Settings, *, durable: bool = True,
-                             timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+async def pooled_transaction(
+    pool: asyncpg.Pool, settings: Settings, *, durable: bool = True, timeout: float | None = None
+) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for exactly one transaction, released right after it.
     `timeout` (seconds) overrides settings.statement_timeout for its statements."""
-    async with pool.acquire() as conn:
-        async with transaction(conn, settings, durable=durable, timeout=timeout):
-            yield conn
+    async with (
+        pool.acquire() as conn,
+        transaction(conn, settings, durable=durable, timeout=timeout),
+    ):
+        yield conn
 
 
 async def run_to_end(work: Coroutine[Any, Any, T]) -> T:
@@ -134,9 +142,13 @@ async def run_to_end(work: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-async def pooled_transaction_to_end(pool: asyncpg.Pool, settings: Settings,
-                                    work: Callable[[asyncpg.Connection], Awaitable[T]], *,
-                                    durable: bool = True) -> T:
+async def pooled_transaction_to_end(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    durable: bool = True,
+) -> T:
     """`work(conn)` in one pooled transaction that a cancellation lets finish (run_to_end).
     Only the transaction is shielded: waiting for a connection has no statement in flight,
     so a cancellation still ends that wait at once.

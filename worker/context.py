@@ -18,7 +18,7 @@ from .sql import q
 T = TypeVar("T")
 
 
-class _Detach:
+class Detach:
     """Returned by a handler whose job ends later, by other means (a batch ends with its
     last child): the worker lets go of it without writing a final status."""
 
@@ -26,7 +26,7 @@ class _Detach:
         return "DETACH"
 
 
-DETACH = _Detach()
+DETACH = Detach()
 
 
 @dataclass(slots=True)
@@ -44,16 +44,31 @@ class ClaimedJob:
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ClaimedJob:
-        return cls(row["id"], row["job_type"], row["payload"], row["attempts"],
-                   row["max_attempts"], row["priority"], row["parent_id"], row["waited"])
+        return cls(
+            row["id"],
+            row["job_type"],
+            row["payload"],
+            row["attempts"],
+            row["max_attempts"],
+            row["priority"],
+            row["parent_id"],
+            row["waited"],
+        )
 
 
 class JobContext:
     """Handed to a job's handler. Network I/O happens between phases, never inside one."""
 
-    def __init__(self, job: ClaimedJob, owner: str, pool: asyncpg.Pool, settings: Settings,
-                 stopping: asyncio.Event, resources: dict[str, Any] | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        job: ClaimedJob,
+        owner: str,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        stopping: asyncio.Event,
+        resources: dict[str, Any] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.job = job
         self.metrics = metrics or Metrics()
         self.owner = owner
@@ -78,8 +93,13 @@ class JobContext:
         if self._stopping.is_set():
             raise ShuttingDown("worker shutting down")
 
-    async def run_phase(self, work: Callable[[asyncpg.Connection], Awaitable[T]],
-                        progress: float | None = None, *, durable: bool = True) -> T:
+    async def run_phase(
+        self,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        progress: float | None = None,
+        *,
+        durable: bool = True,
+    ) -> T:
         """`work(conn)` as one phase: one short transaction on a pooled connection whose
         writes commit together with the job's progress and a renewed lease, and only while
         this worker still owns the job: if it was cancelled or taken over, everything rolls
@@ -100,11 +120,18 @@ class JobContext:
             await self._still_ours(conn, progress)
             return result
 
-        return await connections.pooled_transaction_to_end(self.pool, self.settings, guarded, durable=durable)
+        return await connections.pooled_transaction_to_end(
+            self.pool, self.settings, guarded, durable=durable
+        )
 
     async def _still_ours(self, conn: asyncpg.Connection, progress: float | None) -> None:
-        owned = await conn.fetchval(q("record_progress"), self.job.id, self.owner, progress,
-                                    self.settings.lease.total_seconds())
+        owned = await conn.fetchval(
+            q("record_progress"),
+            self.job.id,
+            self.owner,
+            progress,
+            self.settings.lease.total_seconds(),
+        )
         if owned is None:
             raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
 

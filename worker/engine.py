@@ -8,6 +8,7 @@ right after a NOTIFY, or the fallback poll timer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from . import connections
-from .context import DETACH, ClaimedJob, JobContext
+from .context import ClaimedJob, Detach, JobContext
 from .errors import (
     CONNECTION_ERRORS,
     JobLost,
@@ -46,7 +47,7 @@ HANDOVER_RESERVE = 1.0
 
 def _unexpected(exc: BaseException) -> bool:
     """Neither the database's answer nor a lost connection: a bug, worth a traceback."""
-    return not isinstance(exc, CONNECTION_ERRORS + (asyncpg.PostgresError,))
+    return not isinstance(exc, (*CONNECTION_ERRORS, asyncpg.PostgresError))
 
 
 def make_owner_id() -> str:
@@ -66,9 +67,17 @@ class JobLoop:
     """One worker process's loop over its jobs. `run()` returns after a stop request or, with
     `burst=True`, once no runnable job is left."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, registry: Registry, *,
-                 concurrency: int | None = None, burst: bool = False, owner: str | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        registry: Registry,
+        *,
+        concurrency: int | None = None,
+        burst: bool = False,
+        owner: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.registry = registry
@@ -78,7 +87,9 @@ class JobLoop:
         self.running: dict[int, Running] = {}
         self.metrics = metrics or Metrics()
         self.metrics.watch(running=lambda: len(self.running))
-        self.outcomes = OutcomeWriter(pool, settings, self.owner, self.metrics, on_settled=self.wake)
+        self.outcomes = OutcomeWriter(
+            pool, settings, self.owner, self.metrics, on_settled=self.wake
+        )
         self.stopping = asyncio.Event()
         self._stop_deadline: float | None = None  # loop time by which run() must return
         self._wake = asyncio.Event()
@@ -107,15 +118,19 @@ class JobLoop:
         by that connect's catch-up claim: it is there to be woken for."""
         target = self._claims_begun + 1
         self.wake()
-        while (self._claims_ended < target and self.held() < self.concurrency
-               and not self.stopping.is_set()):
+        while (
+            self._claims_ended < target
+            and self.held() < self.concurrency
+            and not self.stopping.is_set()
+        ):
             self._claim_ended.clear()
             await self._claim_ended.wait()
 
     def request_stop(self) -> None:
         if self._stop_deadline is None:
-            self._stop_deadline = (asyncio.get_running_loop().time()
-                                   + self.settings.shutdown_grace.total_seconds())
+            self._stop_deadline = (
+                asyncio.get_running_loop().time() + self.settings.shutdown_grace.total_seconds()
+            )
         self.stopping.set()
         self._wake.set()
 
@@ -184,13 +199,17 @@ class JobLoop:
         left, so that the rest of the exit still fits in the grace."""
         idle = asyncio.ensure_future(self.outcomes.wait_idle())
         try:
-            await asyncio.wait([idle, writer], timeout=self._time_left(0.3),
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [idle, writer], timeout=self._time_left(0.3), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             idle.cancel()
         if not self.outcomes.idle:
-            log.warning("shutdown grace ran out with %d job outcome(s) not written: their leases "
-                        "expire and other workers run them again", self.outcomes.held)
+            log.warning(
+                "shutdown grace ran out with %d job outcome(s) not written: their leases "
+                "expire and other workers run them again",
+                self.outcomes.held,
+            )
 
     async def _loop(self) -> None:
         while not self.stopping.is_set():
@@ -210,7 +229,12 @@ class JobLoop:
                     self._start(job)
                 if got == free:
                     continue  # slots full; more may be waiting
-                if self.burst and got == 0 and not self.running and self._claim_failing_since is None:
+                if (
+                    self.burst
+                    and got == 0
+                    and not self.running
+                    and self._claim_failing_since is None
+                ):
                     if settled:
                         return
                     await self.outcomes.wait_idle()
@@ -247,18 +271,24 @@ class JobLoop:
         written: set[int] = set()
         stage = "complete"
         try:
-            async with (self.outcomes.claim_statement(taken),
-                        connections.pooled_transaction(self.pool, self.settings, durable=bool(taken),
-                                              timeout=self.outcomes.write_timeout if taken else None)
-                        as conn):
+            async with (
+                self.outcomes.claim_statement(taken),
+                connections.pooled_transaction(
+                    self.pool,
+                    self.settings,
+                    durable=bool(taken),
+                    timeout=self.outcomes.write_timeout if taken else None,
+                ) as conn,
+            ):
                 if taken:
                     written = await self.outcomes.complete_in(conn, taken)
                 stage = "claim"
                 # Jobs still ours (running, or their outcome not yet written) are never
                 # re-claimed by us, even with an expired lease: see migration 0006.
                 ours = [*self.running, *self.outcomes.unwritten()]
-                rows = await conn.fetch(q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds(),
-                                        ours)
+                rows = await conn.fetch(
+                    q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds(), ours
+                )
         except BaseException as exc:  # whatever it is, the loop lives on and tries again
             if taken:
                 self.outcomes.give_back(taken)
@@ -268,8 +298,12 @@ class JobLoop:
                 raise  # cancelled (a stop's deadline): the completions went back to the writer
             if self._claim_failing_since is None:
                 self._claim_failing_since = time.monotonic()
-                log.warning("cannot claim jobs: %s; retrying every %.1f s", describe(exc),
-                            self.settings.poll_interval.total_seconds(), exc_info=_unexpected(exc))
+                log.warning(
+                    "cannot claim jobs: %s; retrying every %.1f s",
+                    describe(exc),
+                    self.settings.poll_interval.total_seconds(),
+                    exc_info=_unexpected(exc),
+                )
             return []
         if taken:
             self.outcomes.report(taken, written)
@@ -287,8 +321,9 @@ class JobLoop:
     # -- one job --------------------------------------------------------------------------
 
     def _start(self, job: ClaimedJob) -> None:
-        ctx = JobContext(job, self.owner, self.pool, self.settings, self.stopping, self.resources,
-                         self.metrics)
+        ctx = JobContext(
+            job, self.owner, self.pool, self.settings, self.stopping, self.resources, self.metrics
+        )
         task = asyncio.create_task(self._run_job(ctx), name=f"job-{job.id}")
         self.running[job.id] = Running(task, ctx)
 
@@ -296,12 +331,18 @@ class JobLoop:
         job = ctx.job
         current_job.set((job.id, job.job_type))  # this task's log lines carry the job's id
         began = time.monotonic()
-        log.info("job %d %s started (attempt %d/%d)", job.id, job.job_type, job.attempts, job.max_attempts)
+        log.info(
+            "job %d %s started (attempt %d/%d)",
+            job.id,
+            job.job_type,
+            job.attempts,
+            job.max_attempts,
+        )
         outcome: Outcome | None
         try:
             job_type, payload = self.registry.resolve(job.job_type, job.payload)
             result = await job_type.handler(ctx, payload)
-            if result is DETACH:
+            if isinstance(result, Detach):
                 outcome = Outcome(job, "detached")
             else:
                 outcome = Outcome(job, "completed", result=result or {})
@@ -334,8 +375,11 @@ class JobLoop:
             return Outcome(job, "failed", error=message)
         delay = getattr(exc, "delay", None)
         if delay is None:
-            delay = retry_delay(job.attempts, self.settings.retry_base.total_seconds(),
-                                self.settings.retry_cap.total_seconds())
+            delay = retry_delay(
+                job.attempts,
+                self.settings.retry_base.total_seconds(),
+                self.settings.retry_cap.total_seconds(),
+            )
         return Outcome(job, "retry", error=message, delay=delay)
 
     # -- leases ---------------------------------------------------------------------------
@@ -353,8 +397,13 @@ class JobLoop:
             if not ids:
                 continue
             try:
-                rows = await connections.pooled_transaction_to_end(  # cancelled at exit: a renewal ends first
-                    self.pool, self.settings, lambda conn, ids=ids: self._renew(conn, ids), durable=False)
+                # Cancelled at exit: a renewal in flight ends first.
+                rows = await connections.pooled_transaction_to_end(
+                    self.pool,
+                    self.settings,
+                    functools.partial(self._renew, ids=ids),
+                    durable=False,
+                )
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
                     log.warning("cannot renew leases: %s", describe(exc), exc_info=_unexpected(exc))
@@ -371,7 +420,9 @@ class JobLoop:
                     running.task.cancel()
 
     async def _renew(self, conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
-        return await conn.fetch(q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds())
+        return await conn.fetch(
+            q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds()
+        )
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -385,15 +436,18 @@ class JobLoop:
             return
         if self._stop_deadline is None:
             self.request_stop()
-        log.info("stopping: waiting up to %.1f s for %d running job(s)", self._time_left(1.0),
-                 len(self.running))
+        log.info(
+            "stopping: waiting up to %.1f s for %d running job(s)",
+            self._time_left(1.0),
+            len(self.running),
+        )
         tasks = [r.task for r in self.running.values()]
         await _wait_ended(tasks, self._time_left(1.0))
         for running in list(self.running.values()):
             running.cancel_reason = "shutdown"
             running.task.cancel()
-        # A cancelled job first lets its statement in flight end (connections.run_to_end), which takes
-        # milliseconds unless the database is in trouble: half the reserve at most, so the
+        # A cancelled job first lets its statement in flight end (connections.run_to_end), which
+        # takes milliseconds unless the database is in trouble: half the reserve at most, so the
         # hand-over still fits. A job not back by then keeps its lease until it expires.
         await _wait_ended(tasks, self._time_left(0.5))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 # Defined beside the scanner, which must not import asyncpg; re-exported for the worker.
-from .scan.clean import retry_delay, storable  # noqa: F401
+from .scan.clean import retry_delay as retry_delay
+from .scan.clean import storable as storable
 
 # Errors that say the connection or server is gone, not that a statement was wrong: the
 # work is tried again once the database answers.
@@ -87,5 +88,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.InternalClientError):  # see CONNECTION_ERRORS
         return f"database connection broke in the middle of a statement ({name}: {text})"
     return f"{name}: {text}" if text else name
-
-

@@ -19,8 +19,9 @@ from .settings import Settings
 from .sql import q
 
 
-async def check_health(dsn: str, settings: Settings, worker_url: str | None,
-                       timeout: float) -> tuple[bool, str]:
+async def check_health(
+    dsn: str, settings: Settings, worker_url: str | None, timeout: float
+) -> tuple[bool, str]:
     """(healthy, one line for the operator)."""
     problem = await _database_problem(dsn, settings, timeout)
     if problem:
@@ -53,12 +54,15 @@ async def _database_problem(dsn: str, settings: Settings, timeout: float) -> str
 
 async def _worker_problem(url: str, timeout: float) -> str | None:
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout),
-                                         trust_env=False) as session:
-            async with session.get(url) as resp:
-                text = await resp.text()
-                if resp.status == 200:
-                    return None
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False
+            ) as session,
+            session.get(url) as resp,
+        ):
+            text = await resp.text()
+            if resp.status == 200:
+                return None
     except TimeoutError:
         return f"no answer within {timeout:g} s"
     except aiohttp.ClientError as exc:

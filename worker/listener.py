@@ -43,8 +43,13 @@ class Listener:
     LOUD_AFTER_ATTEMPTS failed reconnects the state is `failing` and an error is logged once;
     the worker keeps polling meanwhile."""
 
-    def __init__(self, dsn: str, settings: Settings, on_notify: Callable[[], None],
-                 on_connect: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        settings: Settings,
+        on_notify: Callable[[], None],
+        on_connect: Callable[[], None],
+    ) -> None:
         self._dsn = dsn
         self._settings = settings
         self._on_notify = on_notify
@@ -94,14 +99,23 @@ class Listener:
                 if down_since is None:
                     down_since = time.monotonic()
                     self._set_state("reconnecting")
-                    expected = isinstance(exc, (ListenerLost, asyncpg.PostgresError, *CONNECTION_ERRORS))
-                    log.warning("listener lost: %s; reconnecting (polling meanwhile)", describe(exc),
-                                exc_info=not expected)
+                    expected = isinstance(
+                        exc, (ListenerLost, asyncpg.PostgresError, *CONNECTION_ERRORS)
+                    )
+                    log.warning(
+                        "listener lost: %s; reconnecting (polling meanwhile)",
+                        describe(exc),
+                        exc_info=not expected,
+                    )
                 elif failures == LOUD_AFTER_ATTEMPTS:
                     self._set_state("failing")
-                    log.error("listener cannot reconnect after %d attempts (%s); jobs are still "
-                              "claimed by polling every %.1f s", failures, describe(exc),
-                              self._settings.poll_interval.total_seconds())
+                    log.error(
+                        "listener cannot reconnect after %d attempts (%s); jobs are still "
+                        "claimed by polling every %.1f s",
+                        failures,
+                        describe(exc),
+                        self._settings.poll_interval.total_seconds(),
+                    )
             finally:
                 await self._close()
             if not self._stopped.is_set():
@@ -138,8 +152,12 @@ class Listener:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        conn = await connections.connect(self._dsn, self._settings, timeout=10,
-                                server_settings={"application_name": LISTENER_APPLICATION_NAME})
+        conn = await connections.connect(
+            self._dsn,
+            self._settings,
+            timeout=10,
+            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+        )
         self._conn = conn
         conn.add_termination_listener(self._terminated)
         await conn.add_listener(WAKEUP_CHANNEL, self._notification)

@@ -19,7 +19,10 @@ current_job: ContextVar[tuple[int, str] | None] = ContextVar("current_job", defa
 
 # LogRecord attributes that are not a caller's `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "job_prefix"}
+    "message",
+    "asctime",
+    "job_prefix",
+}
 
 
 class JobFields(logging.Filter):
@@ -38,7 +41,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(job_prefix)s%(message)s")
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
         named = job_id is None or f"job {job_id}" in record.message
         record.job_prefix = "" if named else f"[job {job_id}] "

@@ -58,9 +58,15 @@ class Outcome:
 class OutcomeWriter:
     """Owns the final-status writes of one worker."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, owner: str,
-                 metrics: Metrics | None = None, *,
-                 on_settled: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        owner: str,
+        metrics: Metrics | None = None,
+        *,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._metrics = metrics or Metrics()
         self._settings = settings
@@ -108,8 +114,12 @@ class OutcomeWriter:
         return self._statement(taken) if taken else nullcontext()
 
     async def complete_in(self, conn: asyncpg.Connection, taken: list[Outcome]) -> set[int]:
-        rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in taken],
-                                [_dump(o.result) for o in taken])
+        rows = await conn.fetch(
+            q("complete_jobs"),
+            self._owner,
+            [o.job.id for o in taken],
+            [_dump(o.result) for o in taken],
+        )
         return {r["id"] for r in rows}
 
     def report(self, taken: list[Outcome], written: set[int]) -> None:
@@ -180,8 +190,12 @@ class OutcomeWriter:
                 return
             except Exception as exc:
                 if not _transient(exc):  # not the connection: never the end of the writer
-                    log.error("cannot write %d job outcome(s): %s", len(todo), describe(exc),
-                              exc_info=not isinstance(exc, asyncpg.PostgresError))
+                    log.error(
+                        "cannot write %d job outcome(s): %s",
+                        len(todo),
+                        describe(exc),
+                        exc_info=not isinstance(exc, asyncpg.PostgresError),
+                    )
                     self._settle([o for o in todo if not o.settled])
                     return
                 lease = self._settings.lease.total_seconds()
@@ -217,9 +231,18 @@ class OutcomeWriter:
         if not chunk:
             return
         try:
-            async with self._statement(chunk), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
-                rows = await conn.fetch(q("complete_jobs"), self._owner, [o.job.id for o in chunk],
-                                        [_dump(o.result) for o in chunk])
+            async with (
+                self._statement(chunk),
+                connections.pooled_transaction(
+                    self._pool, self._settings, timeout=self.write_timeout
+                ) as conn,
+            ):
+                rows = await conn.fetch(
+                    q("complete_jobs"),
+                    self._owner,
+                    [o.job.id for o in chunk],
+                    [_dump(o.result) for o in chunk],
+                )
         except Exception as exc:
             if _transient(exc) or not isinstance(exc, asyncpg.PostgresError):
                 raise
@@ -229,22 +252,40 @@ class OutcomeWriter:
                 return
             # The result itself cannot be stored: the job fails with the database's reason.
             only = chunk[0]
-            await self._write_one(Outcome(only.job, "failed", duration=only.duration,
-                                          error=f"could not store result: {describe(exc)}"))
+            await self._write_one(
+                Outcome(
+                    only.job,
+                    "failed",
+                    duration=only.duration,
+                    error=f"could not store result: {describe(exc)}",
+                )
+            )
             self._settle([only])
             return
         self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
-        async with self._statement(outcomes), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
+        async with (
+            self._statement(outcomes),
+            connections.pooled_transaction(
+                self._pool, self._settings, timeout=self.write_timeout
+            ) as conn,
+        ):
             rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
         self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
-        async with self._statement([outcome]), connections.pooled_transaction(self._pool, self._settings, timeout=self.write_timeout) as conn:
+        async with (
+            self._statement([outcome]),
+            connections.pooled_transaction(
+                self._pool, self._settings, timeout=self.write_timeout
+            ) as conn,
+        ):
             if outcome.kind == "retry":
-                done = await conn.fetchval(q("retry_job"), job.id, self._owner, outcome.error, outcome.delay)
+                done = await conn.fetchval(
+                    q("retry_job"), job.id, self._owner, outcome.error, outcome.delay
+                )
             elif outcome.kind == "detached":
                 done = await conn.fetchval(q("detach_job"), job.id, self._owner)
             else:
@@ -269,30 +310,62 @@ class OutcomeWriter:
             job = o.job
             extra = {"job_id": job.id, "job_type": job.job_type}
             if job.id not in written:
-                log.info("job %d %s: outcome %s not written (cancelled or taken over)",
-                         job.id, job.job_type, o.kind, extra=extra)
+                log.info(
+                    "job %d %s: outcome %s not written (cancelled or taken over)",
+                    job.id,
+                    job.job_type,
+                    o.kind,
+                    extra=extra,
+                )
                 continue
             self._count(o)
             if o.kind == "completed":
-                log.info("job %d %s completed in %.1f ms", job.id, job.job_type,
-                         o.duration * 1000, extra=extra)
+                log.info(
+                    "job %d %s completed in %.1f ms",
+                    job.id,
+                    job.job_type,
+                    o.duration * 1000,
+                    extra=extra,
+                )
             elif o.kind == "retry":
-                log.warning("job %d %s failed (attempt %d/%d), retry in %.1f s: %s", job.id,
-                            job.job_type, job.attempts, job.max_attempts, o.delay, o.error,
-                            extra=extra)
+                log.warning(
+                    "job %d %s failed (attempt %d/%d), retry in %.1f s: %s",
+                    job.id,
+                    job.job_type,
+                    job.attempts,
+                    job.max_attempts,
+                    o.delay,
+                    o.error,
+                    extra=extra,
+                )
             elif o.kind == "detached":
-                log.info("job %d %s handed over: it ends when its child jobs have ended",
-                         job.id, job.job_type, extra=extra)
+                log.info(
+                    "job %d %s handed over: it ends when its child jobs have ended",
+                    job.id,
+                    job.job_type,
+                    extra=extra,
+                )
             elif o.kind == "released":
-                log.info("job %d %s released to pending (shutdown)", job.id, job.job_type,
-                         extra=extra)
+                log.info(
+                    "job %d %s released to pending (shutdown)", job.id, job.job_type, extra=extra
+                )
             else:
-                log.warning("job %d %s failed after %.1f ms: %s", job.id, job.job_type,
-                            o.duration * 1000, o.error, extra=extra)
+                log.warning(
+                    "job %d %s failed after %.1f ms: %s",
+                    job.id,
+                    job.job_type,
+                    o.duration * 1000,
+                    o.error,
+                    extra=extra,
+                )
 
     def _count(self, o: Outcome) -> None:
-        counter = {"completed": self._metrics.completed, "failed": self._metrics.failed,
-                   "retry": self._metrics.retried, "released": self._metrics.released}.get(o.kind)
+        counter = {
+            "completed": self._metrics.completed,
+            "failed": self._metrics.failed,
+            "retry": self._metrics.retried,
+            "released": self._metrics.released,
+        }.get(o.kind)
         if counter is None:  # detached: its children are counted as they end
             return
         counter.labels(o.job.job_type).inc()

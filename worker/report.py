@@ -14,12 +14,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns sized to their content; numbers right-aligned."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], int | float) or row[i] is None for row in rows) and rows
-               for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], int | float) or row[i] is None for row in rows) and rows
+        for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
@@ -40,9 +44,16 @@ def _cell(value: Any) -> str:
 def summary(counts: Sequence[asyncpg.Record], recent: Sequence[asyncpg.Record]) -> str:
     by_status = ", ".join(f"{r['status']} {r['n']}" for r in counts) or "no jobs yet"
     rows = [
-        (r["id"], r["job_type"], r["status"], r["progress"], r["attempts"],
-         _duration(r["started_at"], r["finished_at"]), r["created_at"],
-         r["error"] or _short_payload(r["payload"]))
+        (
+            r["id"],
+            r["job_type"],
+            r["status"],
+            r["progress"],
+            r["attempts"],
+            _duration(r["started_at"], r["finished_at"]),
+            r["created_at"],
+            r["error"] or _short_payload(r["payload"]),
+        )
         for r in recent
     ]
     headers = ("id", "type", "status", "progress", "tries", "took", "created", "error / payload")

@@ -24,26 +24,37 @@ POOL_CLOSE_WAIT = 0.5  # seconds; an idle pool closes in a few milliseconds
 LISTENER_STOP_WAIT = 1.0  # seconds; a stop cuts the listener's waits short at once
 
 
-async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = None,
-                burst: bool = False, handle_signals: bool = True,
-                stop: asyncio.Event | None = None) -> JobLoop:
+async def serve(
+    urls: Urls,
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+    stop: asyncio.Event | None = None,
+) -> JobLoop:
     """Run until stopped (a signal, or `stop` being set; with burst, until nothing is
     runnable); returns the engine so callers can read its counters."""
     concurrency = concurrency or settings.concurrency
-    pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
+    pool = await connections.create_pool(
+        urls.work, settings, size=settings.pool_size_for(concurrency)
+    )
     worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=burst)
     listener = None if burst else Listener(urls.direct, settings, worker.notify, worker.wake)
     if listener is not None:
-        worker.metrics.watch(listener_state=lambda: listener.state,
-                             listener_reconnects=lambda: listener.reconnects)
+        worker.metrics.watch(
+            listener_state=lambda: listener.state, listener_reconnects=lambda: listener.reconnects
+        )
     else:
         worker.metrics.watch(listener_state=lambda: "none")
     try:
         endpoint = await _start_endpoint(worker, listener, settings)
     except OSError as exc:  # the port is taken: say so plainly, before any job is claimed
         await pool.close()
-        raise SystemExit(f"cannot serve metrics on {settings.metrics_host}:"
-                         f"{settings.metrics_port}: {exc.strerror or exc}") from None
+        raise SystemExit(
+            f"cannot serve metrics on {settings.metrics_host}:"
+            f"{settings.metrics_port}: {exc.strerror or exc}"
+        ) from None
     listen_task = asyncio.create_task(listener.run(), name="listener") if listener else None
     ready_task = asyncio.create_task(_announce(worker, listener, concurrency))
     if handle_signals:
@@ -69,13 +80,18 @@ async def serve(urls: Urls, settings: Settings, *, concurrency: int | None = Non
             await endpoint.stop()
         await _close_pool(pool, _time_left(worker, POOL_CLOSE_WAIT))
     peak_mib = peak_rss_mib()
-    log.info("worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)", worker.owner,
-             worker.claimed, peak_mib)
+    log.info(
+        "worker %s stopped (%d job(s) claimed, peak RSS %.0f MiB)",
+        worker.owner,
+        worker.claimed,
+        peak_mib,
+    )
     return worker
 
 
-async def _start_endpoint(worker: JobLoop, listener: Listener | None,
-                          settings: Settings) -> Endpoint | None:
+async def _start_endpoint(
+    worker: JobLoop, listener: Listener | None, settings: Settings
+) -> Endpoint | None:
     if settings.metrics_port is None:
         return None
     endpoint = Endpoint(worker, listener)
@@ -146,8 +162,10 @@ def _install_signals(worker: JobLoop) -> None:
 
     def on_signal(signum: int) -> None:
         if worker.stopping.is_set():
-            log.warning("second %s: exiting now; leases expire and other workers re-claim",
-                        signal.Signals(signum).name)
+            log.warning(
+                "second %s: exiting now; leases expire and other workers re-claim",
+                signal.Signals(signum).name,
+            )
             os._exit(130)
         log.info("%s: stopping (send it again to exit at once)", signal.Signals(signum).name)
         worker.request_stop()

@@ -58,24 +58,35 @@ def format_duration(value: timedelta) -> str:
 def _within(low: timedelta, high: timedelta, *, low_included: bool) -> Any:
     def check(value: timedelta) -> timedelta:
         if value < low or (value == low and not low_included):
-            raise ValueError(f"must be {'at least' if low_included else 'more than'} "
-                             f"{format_duration(low) if low else 0}")
+            raise ValueError(
+                f"must be {'at least' if low_included else 'more than'} "
+                f"{format_duration(low) if low else 0}"
+            )
         if value > high:
             raise ValueError(f"must be at most {format_duration(high)}")
         return value
+
     return AfterValidator(check)
 
 
 def _parse(value: Any) -> Any:
-    if isinstance(value, str) and not _DURATION.match(value) and not value.strip().startswith(("P", "-P")):
+    if (
+        isinstance(value, str)
+        and not _DURATION.match(value)
+        and not value.strip().startswith(("P", "-P"))
+    ):
         raise ValueError(f"not a duration: {DURATION_HINT}")
     return parse_duration(value)
 
 
 # A wait, a timeout or an interval: zero would mean "never" or "busy loop", so it is refused.
-Duration = Annotated[timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=False)]
+Duration = Annotated[
+    timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=False)
+]
 # A pause that may be zero (no pause).
-Pause = Annotated[timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=True)]
+Pause = Annotated[
+    timedelta, BeforeValidator(_parse), _within(timedelta(0), MAX_DURATION, low_included=True)
+]
 
 
 def env_name(field: str) -> str:
@@ -144,7 +155,9 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(default=10, ge=1, le=CONCURRENCY_MAX, description="Jobs run at once.")
     pool_size: int = Field(
-        default=0, ge=0, le=200,
+        default=0,
+        ge=0,
+        le=200,
         description="Max pooled connections; 0 means concurrency + 3 capped at 20.",
     )
     poll_interval: Duration = Field(
@@ -175,9 +188,7 @@ class Settings(BaseSettings):
     retry_base: Duration = Field(
         default=timedelta(seconds=2), description="First retry delay; doubles per attempt."
     )
-    retry_cap: Duration = Field(
-        default=timedelta(minutes=10), description="Longest retry delay."
-    )
+    retry_cap: Duration = Field(default=timedelta(minutes=10), description="Longest retry delay.")
     listener_probe_interval: Duration = Field(
         default=timedelta(seconds=10),
         description="Idle time after which the listener proves its connection with a "
@@ -190,34 +201,47 @@ class Settings(BaseSettings):
         default=timedelta(seconds=15), description="Longest pause between reconnects."
     )
     statement_timeout: Annotated[
-        timedelta, BeforeValidator(_parse),
-        _within(timedelta(0), MAX_STATEMENT_TIMEOUT, low_included=False)] = Field(
+        timedelta,
+        BeforeValidator(_parse),
+        _within(timedelta(0), MAX_STATEMENT_TIMEOUT, low_included=False),
+    ] = Field(
         default=timedelta(seconds=30),
         description="Cap on any one worker statement (SET LOCAL in each transaction).",
     )
     fetch_connect_timeout: Duration = Field(
-        default=timedelta(seconds=10), description="Scanner: TCP connect timeout per address.")
+        default=timedelta(seconds=10), description="Scanner: TCP connect timeout per address."
+    )
     fetch_read_timeout: Duration = Field(
-        default=timedelta(seconds=20), description="Scanner: longest silence while a body arrives.")
+        default=timedelta(seconds=20), description="Scanner: longest silence while a body arrives."
+    )
     fetch_total_timeout: Duration = Field(
         default=timedelta(seconds=60),
         description="Scanner: one fetch attempt, all redirect hops and the whole body; a "
         "slow-drip server cannot extend it. Time spent waiting for storage to catch up is "
-        "not counted.")
+        "not counted.",
+    )
     fetch_user_agent: str = Field(
         default="sitemap-worker/0.1 (+https://github.com/sitemap-worker)",
-        description="Scanner: User-Agent header.")
+        description="Scanner: User-Agent header.",
+    )
     fetch_per_host_concurrency: int = Field(
-        default=4, ge=1, le=64, description="Scanner: requests in flight per host.")
+        default=4, ge=1, le=64, description="Scanner: requests in flight per host."
+    )
     fetch_per_host_delay: Pause = Field(
-        default=timedelta(0), description="Scanner: minimum gap between requests to one host.")
+        default=timedelta(0), description="Scanner: minimum gap between requests to one host."
+    )
     fetch_max_bytes: int = Field(
-        default=51 * 1024 * 1024, ge=1024,
+        default=51 * 1024 * 1024,
+        ge=1024,
         description="Scanner: bytes downloaded per file (the spec's 50 MB plus a margin); "
-        "an endless response stops here.")
-    fetch_max_redirects: int = Field(default=10, ge=0, le=50, description="Scanner: redirects followed.")
+        "an endless response stops here.",
+    )
+    fetch_max_redirects: int = Field(
+        default=10, ge=0, le=50, description="Scanner: redirects followed."
+    )
     fetch_max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Scanner: tries per file on timeouts, 429 and 5xx.")
+        default=3, ge=1, le=10, description="Scanner: tries per file on timeouts, 429 and 5xx."
+    )
     embedded_pg_dir: str | None = Field(
         default=None,
         description="Data directory of the embedded PostgreSQL (default: "
@@ -227,14 +251,19 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`text`: readable lines; `json`: one JSON object per line (ts, level, "
-        "logger, message, job_id on every line about a job).")
+        "logger, message, job_id on every line about a job).",
+    )
     metrics_port: int | None = Field(
-        default=None, ge=1, le=65535,
+        default=None,
+        ge=1,
+        le=65535,
         description="Serve Prometheus `/metrics` and a `/health` check on this port; unset: "
-        "no HTTP endpoint.")
+        "no HTTP endpoint.",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
-        description="Address the metrics endpoint binds (`0.0.0.0` in a container).")
+        description="Address the metrics endpoint binds (`0.0.0.0` in a container).",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -265,7 +294,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"WORKER_HEARTBEAT_INTERVAL ({format_duration(self.heartbeat_interval)}) must be "
                 f"shorter than WORKER_LEASE ({format_duration(self.lease)}), or leases expire "
-                "between renewals")
+                "between renewals"
+            )
         return self
 
     def pool_size_for(self, concurrency: int | None = None) -> int:

@@ -37,8 +37,9 @@ def parse_queries(text: str) -> dict[str, Query]:
     its statement would silently join the query above it."""
     for line in _ANY_HEADER.findall(text):
         if not _HEADER.fullmatch(line):
-            raise ValueError(f"bad query header {line!r}: expected '-- name: <name> :"
-                             f"{'|'.join(METHODS)}'")
+            raise ValueError(
+                f"bad query header {line!r}: expected '-- name: <name> :{'|'.join(METHODS)}'"
+            )
     queries: dict[str, Query] = {}
     headers = list(_HEADER.finditer(text))
     for header, following in zip(headers, [*headers[1:], None], strict=True):

@@ -16,8 +16,9 @@ STATUS_CHANNEL = "sitemap_worker_status"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
-async def wait_for_jobs(dsn: str, settings: Settings, ids: list[int], *,
-                        out: TextIO = sys.stderr, refresh: float = 0.5) -> list[asyncpg.Record]:
+async def wait_for_jobs(
+    dsn: str, settings: Settings, ids: list[int], *, out: TextIO = sys.stderr, refresh: float = 0.5
+) -> list[asyncpg.Record]:
     """Until every job is completed, failed or cancelled. Status changes arrive on the
     status channel; progress is re-read every `refresh` seconds."""
     changed = asyncio.Event()
@@ -31,7 +32,7 @@ async def wait_for_jobs(dsn: str, settings: Settings, ids: list[int], *,
             if line != last_line:
                 _show(out, line)
                 last_line = line
-            if rows and all(r["status"] in TERMINAL for r in rows) or not rows:
+            if (rows and all(r["status"] in TERMINAL for r in rows)) or not rows:
                 if out.isatty():
                     out.write("\n")
                 return rows

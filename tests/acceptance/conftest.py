@@ -24,7 +24,9 @@ def worker_env(direct_dsn: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def spawn(worker_env: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[WorkerProcess]]]:
+async def spawn(
+    worker_env: dict[str, str],
+) -> AsyncIterator[Callable[..., Awaitable[WorkerProcess]]]:
     """Start workers (`run` unless told otherwise); all are stopped at the end."""
     started: list[WorkerProcess] = []
 

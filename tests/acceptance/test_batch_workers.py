@@ -20,12 +20,18 @@ async def test_three_workers_end_a_big_batch_each_child_once(spawn, direct, chil
     async with direct.transaction():  # the batch and its children appear together
         batch = await direct.fetchval(
             "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_batch', $1::jsonb) RETURNING id",
-            json.dumps({"domains": ["x.example"]}))
+            json.dumps({"domains": ["x.example"]}),
+        )
         await direct.execute(
             "INSERT INTO jobs (job_type, payload, parent_id) SELECT 'noop', '{}', $1"
-            "  FROM generate_series(1, $2)", batch, children)
+            "  FROM generate_series(1, $2)",
+            batch,
+            children,
+        )
     began = time.monotonic()
-    workers = [await spawn("run", "--burst", "--concurrency", "10", "--no-migrate") for _ in range(3)]
+    workers = [
+        await spawn("run", "--burst", "--concurrency", "10", "--no-migrate") for _ in range(3)
+    ]
     codes = await asyncio.gather(*(w.wait(timeout=540) for w in workers))
     took = time.monotonic() - began
     logs = [w.log() for w in workers]
@@ -35,7 +41,9 @@ async def test_three_workers_end_a_big_batch_each_child_once(spawn, direct, chil
     stats = await direct.fetchrow(
         "SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS completed,"
         "       min(attempts) AS min_attempts, max(attempts) AS max_attempts"
-        "  FROM jobs WHERE parent_id = $1", batch)
+        "  FROM jobs WHERE parent_id = $1",
+        batch,
+    )
     assert (stats["n"], stats["completed"]) == (children, children)
     assert stats["min_attempts"] == stats["max_attempts"] == 1, "a child ran twice"
     assert (row["status"], row["progress"], row["owner"]) == ("completed", 1, None)
@@ -47,26 +55,39 @@ async def test_three_workers_end_a_big_batch_each_child_once(spawn, direct, chil
     assert sum(claims) == children  # each child started once, in one of the workers
     lost = [line for log in logs for line in log.splitlines() if "lease" in line or "lost" in line]
     with capsys.disabled():
-        print(f"\n{children} children, 3 workers x 10: {took:.1f} s, claims per worker {claims},"
-              f" lease lines: {len(lost)}")
+        print(
+            f"\n{children} children, 3 workers x 10: {took:.1f} s, claims per worker {claims},"
+            f" lease lines: {len(lost)}"
+        )
 
 
 async def test_three_workers_end_300_two_child_batches(spawn, direct, capsys):
     """The issue's case: children of many small batches end at the same moments on
     different workers (and one outcome statement ends children of several batches)."""
     async with direct.transaction():
-        batches = [r["id"] for r in await direct.fetch(
-            "INSERT INTO jobs (job_type, payload) SELECT 'sitemap_batch', '{\"domains\": [\"x\"]}'"
-            "  FROM generate_series(1, 300) RETURNING id")]
+        batches = [
+            r["id"]
+            for r in await direct.fetch(
+                "INSERT INTO jobs (job_type, payload) SELECT 'sitemap_batch', '{\"domains\": [\"x\"]}'"
+                "  FROM generate_series(1, 300) RETURNING id"
+            )
+        ]
         await direct.execute(
             "INSERT INTO jobs (job_type, payload, parent_id) SELECT 'noop', '{}', b"
-            "  FROM unnest($1::bigint[]) AS b, generate_series(1, 2)", batches)
+            "  FROM unnest($1::bigint[]) AS b, generate_series(1, 2)",
+            batches,
+        )
     began = time.monotonic()
-    workers = [await spawn("run", "--burst", "--concurrency", "10", "--no-migrate") for _ in range(3)]
+    workers = [
+        await spawn("run", "--burst", "--concurrency", "10", "--no-migrate") for _ in range(3)
+    ]
     codes = await asyncio.gather(*(w.wait(timeout=120) for w in workers))
     assert codes == [0, 0, 0], "\n".join(w.log() for w in workers)
-    states = dict(await direct.fetch(
-        "SELECT status, count(*) FROM jobs WHERE id = ANY($1::bigint[]) GROUP BY 1", batches))
+    states = dict(
+        await direct.fetch(
+            "SELECT status, count(*) FROM jobs WHERE id = ANY($1::bigint[]) GROUP BY 1", batches
+        )
+    )
     assert states == {"completed": 300}
     assert await direct.fetchval("SELECT max(attempts) FROM jobs WHERE parent_id IS NOT NULL") == 1
     with capsys.disabled():

@@ -11,15 +11,30 @@ from pathlib import Path
 
 from tests.support.processes import REPO_ROOT, process_env, worker_command
 
-BENCH_OPTIONS = ("--jobs", "--concurrency", "--latency-jobs", "--insert-seconds",
-                 "--insert-clients", "--repeat", "--force", "--scan-files", "--scan-urls")
+BENCH_OPTIONS = (
+    "--jobs",
+    "--concurrency",
+    "--latency-jobs",
+    "--insert-seconds",
+    "--insert-clients",
+    "--repeat",
+    "--force",
+    "--scan-files",
+    "--scan-urls",
+)
 
 
-async def run(argv: list[str], env: dict[str, str], cwd: str | None = None,
-              timeout: float = 120) -> tuple[int, str, str]:
+async def run(
+    argv: list[str], env: dict[str, str], cwd: str | None = None, timeout: float = 120
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -37,13 +52,29 @@ async def test_bench_option_mistake_is_one_line_before_anything_connects():
     env = process_env({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     code, out, err = await run([*worker_command(), "bench", "--jobs", "0"], env)
     assert code == 2 and out == ""
-    assert err == "sitemap-worker bench: error: argument --jobs: must be from 1 to 100000000, not 0\n"
+    assert (
+        err == "sitemap-worker bench: error: argument --jobs: must be from 1 to 100000000, not 0\n"
+    )
 
 
 async def test_bench_queue_runs_from_a_checkout(worker_env):
     code, out, err = await run(
-        [*worker_command(), "bench", "--jobs", "200", "--latency-jobs", "5", "--insert-seconds", "1",
-         "--insert-clients", "2", "--repeat", "1"], process_env(worker_env))
+        [
+            *worker_command(),
+            "bench",
+            "--jobs",
+            "200",
+            "--latency-jobs",
+            "5",
+            "--insert-seconds",
+            "1",
+            "--insert-clients",
+            "2",
+            "--repeat",
+            "1",
+        ],
+        process_env(worker_env),
+    )
     assert code == 0, out + err[-2000:]
     assert "200/200 completed with exactly one attempt, 200 claimed" in out
     assert "2. Pickup latency" in out and "3. Insert throughput" in out
@@ -52,8 +83,9 @@ async def test_bench_queue_runs_from_a_checkout(worker_env):
 def wheel_like_install(target: Path) -> None:
     """What the wheel holds (pyproject's hatch targets): the worker package with sql/ inside
     it, and no tests/."""
-    shutil.copytree(Path(REPO_ROOT) / "worker", target / "worker",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(REPO_ROOT) / "worker", target / "worker", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(Path(REPO_ROOT) / "sql", target / "worker" / "sql")
 
 
@@ -61,15 +93,20 @@ async def test_bench_without_the_source_tree_says_where_the_benchmarks_are(tmp_p
     wheel_like_install(tmp_path)
     # This copy of the package first on the path; a database that cannot be reached, so a
     # bench that tried to run would fail differently (exit 1, "cannot connect").
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-           "PYTHONPATH": str(tmp_path), "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "PYTHONPATH": str(tmp_path),
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    }
     for argv in (["bench"], ["bench", "scan", "--scan-files", "2"], ["bench", "--help"]):
         code, out, err = await run([sys.executable, "-m", "worker", *argv], env, cwd=str(tmp_path))
         assert code == 2, err
         assert out == ""
         assert len(err.splitlines()) == 1, err
-        assert err.startswith("sitemap-worker bench: error: the benchmarks live in the source tree "
-                              "(tests/benchmarks/)")
+        assert err.startswith(
+            "sitemap-worker bench: error: the benchmarks live in the source tree "
+            "(tests/benchmarks/)"
+        )
         assert "python -m worker bench" in err
     code, out, _ = await run([sys.executable, "-m", "worker", "--help"], env, cwd=str(tmp_path))
     assert code == 0 and "bench" in out  # the rest of the command line is all there

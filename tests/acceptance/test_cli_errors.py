@@ -42,14 +42,37 @@ CASES = [
     case("status", "0", words=("JOB_ID",)),
     case("status", "--limit", "-1", words=("--limit",)),
     case("enqueue", "--job-type", "noop", "--payload", "NaN", words=("--payload", "NaN")),
-    case("enqueue", "--job-type", "noop", "--payload", '{"a": "\\u0000"}', words=("--payload", "\\u0000")),
-    case("enqueue", "--job-type", "noop", "--payload", '{"a": "\\ud800"}', words=("--payload", "surrogate")),
+    case(
+        "enqueue",
+        "--job-type",
+        "noop",
+        "--payload",
+        '{"a": "\\u0000"}',
+        words=("--payload", "\\u0000"),
+    ),
+    case(
+        "enqueue",
+        "--job-type",
+        "noop",
+        "--payload",
+        '{"a": "\\ud800"}',
+        words=("--payload", "surrogate"),
+    ),
     case("enqueue", "--job-type", "noop", "--payload", "[1]", words=("--payload", "object")),
     case("enqueue", "--job-type", "noop", "--payload", "{", words=("--payload", "not JSON")),
     case("enqueue", "--job-type", "noop", "--max-attempts", "0", words=("--max-attempts", "1 to")),
-    case("enqueue", "--job-type", "noop", "--priority", "99999999999", words=("--priority", "1000000")),
+    case(
+        "enqueue",
+        "--job-type",
+        "noop",
+        "--priority",
+        "99999999999",
+        words=("--priority", "1000000"),
+    ),
     case("enqueue", "--job-type", "noop", "--priority", "1000001", words=("--priority", "1000000")),
-    case("enqueue", "--job-type", "noop", "--max-attempts", "1001", words=("--max-attempts", "1000")),
+    case(
+        "enqueue", "--job-type", "noop", "--max-attempts", "1001", words=("--max-attempts", "1000")
+    ),
     case("enqueue", "example.com", "--max-urls", "0", words=("--max-urls",)),
     case("enqueue", "example.com", "--payload", "{}", words=("--payload", "--job-type")),
     case("enqueue", "--job-type", "noop", "--max-urls", "5", words=("--max-urls", "--job-type")),
@@ -72,24 +95,54 @@ CASES = [
     case("status", words=("WORKER_CONCURRENCY", "at least 1"), WORKER_CONCURRENCY="-1"),
     case("status", words=("WORKER_CONCURRENCY", "at most 1000"), WORKER_CONCURRENCY="100000"),
     case("status", words=("WORKER_LOG_LEVEL", "banana", "INFO"), WORKER_LOG_LEVEL="banana"),
-    case("status", words=("WORKER_HEARTBEAT_INTERVAL", "WORKER_LEASE"), WORKER_HEARTBEAT_INTERVAL="5"),
+    case(
+        "status", words=("WORKER_HEARTBEAT_INTERVAL", "WORKER_LEASE"), WORKER_HEARTBEAT_INTERVAL="5"
+    ),
     case("status", words=("WORKER_METRICS_HOST",), WORKER_METRICS_HOST="a" * 64),
     case("status", words=("WORKER_METRICS_PORT",), WORKER_METRICS_PORT="http"),
     # The database: a garbage URL or an unreachable server (exit 1).
     case("status", code=1, words=("DATABASE_URL", "not a PostgreSQL URL"), DATABASE_URL="garbage"),
-    case("status", code=1, words=("DATABASE_URL", "not a valid"), DATABASE_URL="postgresql://h:port/db"),
-    case("status", code=1, words=("LISTEN_DATABASE_URL", "connection refused"), LISTEN_DATABASE_URL=DEAD),
-    *[case(*args, code=1, words=("cannot connect", "DATABASE_URL", "connection refused"), DATABASE_URL=DEAD)
-      for args in (("migrate",), ("run",), ("run", "--burst"), ("enqueue", "example.com"), ("status",),
-                   ("prune", "--older-than", "30d"), ("scan", "example.com"))],
+    case(
+        "status",
+        code=1,
+        words=("DATABASE_URL", "not a valid"),
+        DATABASE_URL="postgresql://h:port/db",
+    ),
+    case(
+        "status",
+        code=1,
+        words=("LISTEN_DATABASE_URL", "connection refused"),
+        LISTEN_DATABASE_URL=DEAD,
+    ),
+    *[
+        case(
+            *args,
+            code=1,
+            words=("cannot connect", "DATABASE_URL", "connection refused"),
+            DATABASE_URL=DEAD,
+        )
+        for args in (
+            ("migrate",),
+            ("run",),
+            ("run", "--burst"),
+            ("enqueue", "example.com"),
+            ("status",),
+            ("prune", "--older-than", "30d"),
+            ("scan", "example.com"),
+        )
+    ],
 ]
 
 
 async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), *args, env=process_env(env),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        *worker_command(),
+        *args,
+        env=process_env(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     finally:
@@ -121,9 +174,15 @@ async def test_read_only_commands_leave_an_empty_database_empty(pg_server):
     with scratch_database(pg_server, "empty") as name:
         dsn = admin_dsn(pg_server, name)
         env = {"DATABASE_URL": dsn}
-        for args in (("status",), ("status", "1"), ("enqueue", "example.com"),
-                     ("enqueue", "--job-type", "noop"), ("prune", "--older-than", "1d"),
-                     ("run", "--burst", "--no-migrate"), ("scan", "example.com", "--no-migrate")):
+        for args in (
+            ("status",),
+            ("status", "1"),
+            ("enqueue", "example.com"),
+            ("enqueue", "--job-type", "noop"),
+            ("prune", "--older-than", "1d"),
+            ("run", "--burst", "--no-migrate"),
+            ("scan", "example.com", "--no-migrate"),
+        ):
             code, _, err = await run_cli(env, *args)
             assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
             assert "run `sitemap-worker migrate`" in err, (args, err)
@@ -131,22 +190,28 @@ async def test_read_only_commands_leave_an_empty_database_empty(pg_server):
         try:
             tables = await conn.fetchval(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = 'public'")
+                " WHERE n.nspname = 'public'"
+            )
             functions = await conn.fetchval(
                 "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-                " WHERE n.nspname = 'public'")
+                " WHERE n.nspname = 'public'"
+            )
         finally:
             await conn.close()
         assert (tables, functions) == (0, 0)
 
         assert (await run_cli(env, "migrate"))[0] == 0
-        code, out, err = await run_cli(env, "enqueue", "--job-type", "noop", "--payload", '{"seconds": 0}')
+        code, out, err = await run_cli(
+            env, "enqueue", "--job-type", "noop", "--payload", '{"seconds": 0}'
+        )
         assert code == 0 and out.strip().isdigit(), err
         code, out, err = await run_cli(env, "status", out.strip())
         assert code == 0 and "noop" in out and '"seconds": 0' in out, err
 
 
-async def test_worker_refuses_a_schema_missing_migrations_with_no_migrate(pg_server, database, direct):
+async def test_worker_refuses_a_schema_missing_migrations_with_no_migrate(
+    pg_server, database, direct
+):
     """run --no-migrate on a schema a migration behind says so, instead of claiming with
     functions that are not there."""
     last = await direct.fetchval("SELECT max(version) FROM sitemap_worker_migrations")

@@ -51,6 +51,7 @@ _counter = itertools.count(1)
 
 # ---- compose: YAML and its ${VAR} interpolation ------------------------------------------
 
+
 def load_compose() -> Any:
     """docker/compose.yaml as Python objects (YAML anchors and merge keys applied)."""
     try:
@@ -63,7 +64,8 @@ def load_compose() -> Any:
 
 
 _REFERENCE = re.compile(
-    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))")
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
 _BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>.*))?", re.DOTALL)
 
 
@@ -136,6 +138,7 @@ def services(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 # ---- Dockerfile and PgBouncer config ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Instruction:
@@ -223,8 +226,9 @@ def _exec_form(args: str) -> list[str]:
 
 
 def pgbouncer_ini() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"),
-                                       delimiters=("=",))
+    parser = configparser.ConfigParser(
+        interpolation=None, comment_prefixes=(";", "#"), delimiters=("=",)
+    )
     parser.read_string(PGBOUNCER_INI.read_text(encoding="utf-8"))
     return parser
 
@@ -239,6 +243,7 @@ def mount_target(service: Mapping[str, Any], source: Path) -> str:
 
 
 # ---- the files, read offline ---------------------------------------------------------------
+
 
 def test_compose_sends_job_work_through_pgbouncer_and_listen_straight_to_postgres() -> None:
     """LISTEN through a transaction pooler hears nothing, so only job work may go through
@@ -257,14 +262,21 @@ def test_compose_sends_job_work_through_pgbouncer_and_listen_straight_to_postgre
     pg_env = postgres["environment"]
     for url in (work, listen):
         assert (url.username, url.password, url.path) == (
-            pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], "/" + pg_env["POSTGRES_DB"])
+            pg_env["POSTGRES_USER"],
+            pg_env["POSTGRES_PASSWORD"],
+            "/" + pg_env["POSTGRES_DB"],
+        )
 
     assert migrate["command"] == ["migrate"]
     assert worker["command"] == ["run", "--no-migrate"]
     env = worker["environment"]
-    assert {key: env[key] for key in ("WORKER_METRICS_PORT", "WORKER_METRICS_HOST",
-                                      "WORKER_LOG_FORMAT")} == {
-        "WORKER_METRICS_PORT": "9187", "WORKER_METRICS_HOST": "0.0.0.0", "WORKER_LOG_FORMAT": "json"}
+    assert {
+        key: env[key] for key in ("WORKER_METRICS_PORT", "WORKER_METRICS_HOST", "WORKER_LOG_FORMAT")
+    } == {
+        "WORKER_METRICS_PORT": "9187",
+        "WORKER_METRICS_HOST": "0.0.0.0",
+        "WORKER_LOG_FORMAT": "json",
+    }
     assert "ports" not in worker, "a published host port would clash between replicas"
     assert env["WORKER_METRICS_PORT"] in [str(port) for port in worker["expose"]]
 
@@ -290,8 +302,12 @@ def test_every_compose_variable_has_a_default_and_overrides_reach_every_service(
     """`docker compose up` must work with no .env file, and one password must not drift
     between postgres, PgBouncer's userlist and the workers' URLs."""
     used = [var for text in strings(load_compose()) for var in references(text)]
-    assert {var.name for var in used} >= {"WORKERS", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                                          "POSTGRES_DB"}
+    assert {var.name for var in used} >= {
+        "WORKERS",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+    }
     assert [var.name for var in used if var.default is None] == []
 
     assert int(services()["worker"]["deploy"]["replicas"]) == 3
@@ -300,8 +316,11 @@ def test_every_compose_variable_has_a_default_and_overrides_reach_every_service(
     changed = services({"POSTGRES_PASSWORD": "other-pw", "POSTGRES_USER": "u2"})
     assert changed["postgres"]["environment"]["POSTGRES_PASSWORD"] == "other-pw"
     assert changed["pgbouncer"]["environment"]["POSTGRES_PASSWORD"] == "other-pw"
-    for service, key in (("worker", "DATABASE_URL"), ("worker", "LISTEN_DATABASE_URL"),
-                         ("migrate", "DATABASE_URL")):
+    for service, key in (
+        ("worker", "DATABASE_URL"),
+        ("worker", "LISTEN_DATABASE_URL"),
+        ("migrate", "DATABASE_URL"),
+    ):
         url = urlsplit(changed[service]["environment"][key])
         assert (url.username, url.password) == ("u2", "other-pw"), (service, key)
 
@@ -329,7 +348,9 @@ def test_pgbouncer_config_is_transaction_pooling_with_scram_on_the_postgres_serv
     assert settings["auth_type"] == "scram-sha-256"
     assert settings["unix_socket_dir"] == ""
     assert dict(item.split("=") for item in ini["databases"]["*"].split()) == {
-        "host": "postgres", "port": "5432"}
+        "host": "postgres",
+        "port": "5432",
+    }
 
     bouncer = services()["pgbouncer"]
     assert bouncer["entrypoint"][:2] == ["/bin/sh", "-c"]
@@ -372,12 +393,20 @@ def test_dockerfile_runs_sitemap_worker_as_non_root_with_a_health_check() -> Non
 def test_dockerignore_keeps_exactly_what_the_build_copies() -> None:
     """An allowlist keeps .git and tests out of the build context; it must still let in
     every file the builder stage copies, or the build fails."""
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    sources = [src.rstrip("/") for i in Image.read().stages[0] if i.keyword == "COPY"
-               for src in shlex.split(i.args)[:-1] if not src.startswith("--")]
+    sources = [
+        src.rstrip("/")
+        for i in Image.read().stages[0]
+        if i.keyword == "COPY"
+        for src in shlex.split(i.args)[:-1]
+        if not src.startswith("--")
+    ]
     assert sources and set(sources) == allowed
     assert all((ROOT / src).exists() for src in sources)
 
@@ -396,14 +425,19 @@ def test_docker_compose_v1_validates_the_file(tmp_path: Path) -> None:
     copy.write_text(without_name, encoding="utf-8")
     result = subprocess.run(
         [binary, "--project-directory", str(DOCKER), "-f", str(copy), "config"],
-        check=False, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "WORKERS": "5"})
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WORKERS": "5"},
+    )
     assert result.returncode == 0, result.stderr
     assert "replicas: 5" in result.stdout
     assert "condition: service_completed_successfully" in result.stdout
 
 
 # ---- the containers' commands, run here ----------------------------------------------------
+
 
 @pytest.fixture
 def empty_database(pg_server: EmbeddedPostgres) -> Iterator[str]:
@@ -445,16 +479,23 @@ def localize(env: Mapping[str, str], hosts: Mapping[str, str], metrics_port: int
 
 async def run_command(argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
 async def test_container_commands_migrate_run_through_pgbouncer_and_report_health(
-        pg_server: EmbeddedPostgres, bouncer: PgBouncer, empty_database: str,
-        container_path: dict[str, str]) -> None:
+    pg_server: EmbeddedPostgres,
+    bouncer: PgBouncer,
+    empty_database: str,
+    container_path: dict[str, str],
+) -> None:
     """What the stack does, minus Docker: migrate's command builds the schema on the direct
     URL, a worker started with the worker service's command and environment runs a job
     through a real PgBouncer, and the image's HEALTHCHECK passes while it runs and fails
@@ -462,30 +503,41 @@ async def test_container_commands_migrate_run_through_pgbouncer_and_report_healt
     found = services()
     image = Image.read()
     _, health_command = image.healthcheck
-    hosts = {"postgres": admin_dsn(pg_server, empty_database),
-             "pgbouncer": bouncer.dsn(empty_database)}
+    hosts = {
+        "postgres": admin_dsn(pg_server, empty_database),
+        "pgbouncer": bouncer.dsn(empty_database),
+    }
     port = free_tcp_port()
     image_env = {key: value for key, value in image.env.items() if key != "PATH"}
     base = {**os.environ, **image_env, **container_path}
 
     migrate_env = {**base, **localize(found["migrate"]["environment"], hosts, port)}
-    code, out, err = await run_command([*image.entrypoint, *found["migrate"]["command"]],
-                                       migrate_env)
+    code, out, err = await run_command(
+        [*image.entrypoint, *found["migrate"]["command"]], migrate_env
+    )
     assert code == 0, err
     assert out.startswith("applied: 0001_jobs"), out
 
     env = {**base, **localize(found["worker"]["environment"], hosts, port)}
-    assert (env["DATABASE_URL"], env["LISTEN_DATABASE_URL"]) == (hosts["pgbouncer"], hosts["postgres"])
+    assert (env["DATABASE_URL"], env["LISTEN_DATABASE_URL"]) == (
+        hosts["pgbouncer"],
+        hosts["postgres"],
+    )
     proc = await asyncio.create_subprocess_exec(
-        *image.entrypoint, *found["worker"]["command"], env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        *image.entrypoint,
+        *found["worker"]["command"],
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     worker = WorkerProcess(proc)
     watcher = await StatusWatcher.open(hosts["postgres"])
     try:
         await worker.wait_ready(timeout=30)
         job_id = await watcher.conn.fetchval(
-            "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}') RETURNING id")
+            "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}') RETURNING id"
+        )
         [row] = await watcher.wait_for(job_id, "completed")
         assert row["attempts"] == 1
 
@@ -498,7 +550,9 @@ async def test_container_commands_migrate_run_through_pgbouncer_and_report_healt
         await worker.stop()
         await watcher.close()
     # WORKER_LOG_FORMAT=json: every line a JSON object, for the log collector.
-    assert worker.lines and all("message" in json.loads(line) for line in worker.lines), worker.log()
+    assert worker.lines and all("message" in json.loads(line) for line in worker.lines), (
+        worker.log()
+    )
 
     code, out, err = await run_command(["/bin/sh", "-c", health_command], env)
     assert code != 0
@@ -507,7 +561,8 @@ async def test_container_commands_migrate_run_through_pgbouncer_and_report_healt
 
 
 async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_scram(
-        pg_server: EmbeddedPostgres, pg_base: Path, database: str) -> None:
+    pg_server: EmbeddedPostgres, pg_base: Path, database: str
+) -> None:
     """The pgbouncer service's own entrypoint script, config file and healthcheck, run with
     the local pgbouncer: only the addresses and paths that belong to the container are
     swapped. The userlist it writes must hold the plain password, and SCRAM must refuse a
@@ -516,8 +571,9 @@ async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_
     binary = find_pgbouncer()
     assert binary is not None
     password = f"pw-{os.getpid()}-{next(_counter)}"
-    bouncer = services({"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password,
-                        "POSTGRES_DB": database})["pgbouncer"]
+    bouncer = services(
+        {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password, "POSTGRES_DB": database}
+    )["pgbouncer"]
     settings = pgbouncer_ini()["pgbouncer"]
     container_auth_file = settings["auth_file"]
 
@@ -529,32 +585,49 @@ async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_
     auth_file = workdir / "run" / "userlist.txt"
     port = free_tcp_port()
     ini = workdir / "pgbouncer.ini"
-    ini.write_text(_rewrite_ini(PGBOUNCER_INI.read_text(encoding="utf-8"), {
-        "*": f"host=127.0.0.1 port={pg_server.port}",
-        "listen_addr": "127.0.0.1",
-        "listen_port": str(port),
-        "auth_file": str(auth_file),
-    }))
-    script = _replace_all(bouncer["entrypoint"][2], {
-        container_auth_file: str(auth_file),
-        str(Path(container_auth_file).parent): str(auth_file.parent),
-        mount_target(bouncer, PGBOUNCER_INI): str(ini),
-        "exec pgbouncer ": f"exec {shlex.quote(str(binary))} ",
-    })
+    ini.write_text(
+        _rewrite_ini(
+            PGBOUNCER_INI.read_text(encoding="utf-8"),
+            {
+                "*": f"host=127.0.0.1 port={pg_server.port}",
+                "listen_addr": "127.0.0.1",
+                "listen_port": str(port),
+                "auth_file": str(auth_file),
+            },
+        )
+    )
+    script = _replace_all(
+        bouncer["entrypoint"][2],
+        {
+            container_auth_file: str(auth_file),
+            str(Path(container_auth_file).parent): str(auth_file.parent),
+            mount_target(bouncer, PGBOUNCER_INI): str(ini),
+            "exec pgbouncer ": f"exec {shlex.quote(str(binary))} ",
+        },
+    )
     env = {**os.environ, **{key: str(value) for key, value in bouncer["environment"].items()}}
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", script, env=env, cwd="/", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        user=account.pw_uid if account else None, group=account.pw_gid if account else None,
-        extra_groups=[] if account else None)
+        "/bin/sh",
+        "-c",
+        script,
+        env=env,
+        cwd="/",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        user=account.pw_uid if account else None,
+        group=account.pw_gid if account else None,
+        extra_groups=[] if account else None,
+    )
     process = WorkerProcess(proc)  # reads pgbouncer's log lines as they arrive
     try:
         await process.wait_for_line("process up", timeout=15)
         assert auth_file.read_text() == f'"postgres" "{password}"\n'
         assert auth_file.stat().st_mode & 0o077 == 0
 
-        conn = await asyncpg.connect(f"postgresql://postgres:{password}@127.0.0.1:{port}/{database}",
-                                     statement_cache_size=0)
+        conn = await asyncpg.connect(
+            f"postgresql://postgres:{password}@127.0.0.1:{port}/{database}", statement_cache_size=0
+        )
         try:
             assert await conn.fetchval("SELECT current_database()") == database
         finally:
@@ -563,10 +636,13 @@ async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_
         with pytest.raises(asyncpg.PostgresError, match="SASL authentication failed"):
             await asyncpg.connect(f"postgresql://postgres:wrong@127.0.0.1:{port}/{database}")
 
-        check = _replace_all(bouncer["healthcheck"]["test"][1], {
-            f"-p {settings['listen_port']} ": f"-p {port} ",
-            " psql ": f" {shlex.quote(find_psql())} ",
-        })
+        check = _replace_all(
+            bouncer["healthcheck"]["test"][1],
+            {
+                f"-p {settings['listen_port']} ": f"-p {port} ",
+                " psql ": f" {shlex.quote(find_psql())} ",
+            },
+        )
         code, out, err = await run_command(["/bin/sh", "-c", check], env)
         assert code == 0, out + err + process.log()
     finally:

@@ -18,14 +18,19 @@ NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 
 
 async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
-            return resp.status, await resp.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as resp,
+    ):
+        return resp.status, await resp.text()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels: str) -> float:
@@ -34,8 +39,13 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 async def health(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "health", *args, env=process_env(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *worker_command(),
+        "health",
+        *args,
+        env=process_env(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode, (out + err).decode().strip()
 
@@ -49,12 +59,21 @@ async def test_metrics_endpoint_reports_jobs_fetches_queue_and_listener(spawn, d
         sitemap = f"<urlset {NS}>{urls}</urlset>"
         site.add("/robots.txt", f"Sitemap: {o}/sitemap.xml\n")
         site.add("/sitemap.xml", sitemap)
-        ids = [await direct.fetchval(
-            "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id", t, p)
-            for t, p in [("noop", "{}"), ("noop", "{}"), ("noop", '{"seconds": "x"}'),
-                         ("sitemap_scan", json.dumps({"domain": o}))]]
+        ids = [
+            await direct.fetchval(
+                "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id", t, p
+            )
+            for t, p in [
+                ("noop", "{}"),
+                ("noop", "{}"),
+                ("noop", '{"seconds": "x"}'),
+                ("sitemap_scan", json.dumps({"domain": o})),
+            ]
+        ]
         await watcher.wait_for(ids, ("completed", "failed"))
-    await direct.execute("INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour')")
+    await direct.execute(
+        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour')"
+    )
     # The last outcome is logged after its status commits; counters are bumped before that.
     await worker.wait_for_line(rf"job {ids[-1]} sitemap_scan completed")
     status, text = await scrape(port)
@@ -65,8 +84,15 @@ async def test_metrics_endpoint_reports_jobs_fetches_queue_and_listener(spawn, d
     assert value(found, "sitemap_worker_jobs_failed_total", job_type="noop") == 1
     assert value(found, "sitemap_worker_jobs_completed_total", job_type="sitemap_scan") == 1
     assert value(found, "sitemap_worker_pickup_latency_seconds_count") == 4
-    assert value(found, "sitemap_worker_job_duration_seconds_count",
-                 job_type="sitemap_scan", outcome="completed") == 1
+    assert (
+        value(
+            found,
+            "sitemap_worker_job_duration_seconds_count",
+            job_type="sitemap_scan",
+            outcome="completed",
+        )
+        == 1
+    )
     assert value(found, "sitemap_worker_urls_stored_total") == 5
     assert value(found, "sitemap_worker_fetches_total", outcome="ok") == 2  # robots + sitemap
     assert value(found, "sitemap_worker_fetched_bytes_total") >= len(sitemap)
@@ -95,13 +121,18 @@ async def test_health_command_checks_database_and_worker(spawn, worker_env, pg_s
         await admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND application_name = 'sitemap-worker-listener'", database)
+            " WHERE datname = $1 AND application_name = 'sitemap-worker-listener'",
+            database,
+        )
         await worker.wait_for_line("listener lost")
         status, body = await scrape(port, "/health")
         assert status == 503 and "listener reconnecting" in json.loads(body)["problems"]
         # The health command itself needs a database it may connect to: the test template.
-        code, line = await health({**worker_env, "DATABASE_URL": admin_dsn(pg_server, TEMPLATE)},
-                                  "--worker", f"http://127.0.0.1:{port}")
+        code, line = await health(
+            {**worker_env, "DATABASE_URL": admin_dsn(pg_server, TEMPLATE)},
+            "--worker",
+            f"http://127.0.0.1:{port}",
+        )
         assert code == 1 and "listener reconnecting" in line, line
     finally:
         await admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
@@ -124,10 +155,16 @@ async def test_json_logs_are_one_object_per_line_and_job_lines_carry_the_id(spaw
     worker = await spawn("run", WORKER_LOG_FORMAT="json", WORKER_ALLOW_PRIVATE_NETWORKS="true")
     async with Site() as site:
         site.add("/robots.txt", "", status=500)  # the scan logs about it from the job's task
-        ids = [await direct.fetchval(
-            "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id", t, p)
-            for t, p in [("noop", "{}"), ("noop", "[]"),
-                         ("sitemap_scan", json.dumps({"domain": site.origin}))]]
+        ids = [
+            await direct.fetchval(
+                "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id", t, p
+            )
+            for t, p in [
+                ("noop", "{}"),
+                ("noop", "[]"),
+                ("sitemap_scan", json.dumps({"domain": site.origin})),
+            ]
+        ]
         await watcher.wait_for(ids, ("completed", "failed"))
         await worker.wait_for_line(rf'"job {ids[-1]} sitemap_scan (completed|failed)')
     await worker.stop()

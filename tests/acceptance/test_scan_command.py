@@ -13,8 +13,13 @@ NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 
 async def run_scan(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "scan", *args, env=process_env(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *worker_command(),
+        "scan",
+        *args,
+        env=process_env(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode(), err.decode()
 
@@ -23,9 +28,15 @@ async def test_scan_prints_result_and_tree(worker_env):
     async with Site() as site:
         o = site.origin
         site.add("/robots.txt", f"Sitemap: {o}/index.xml\n")
-        site.add("/index.xml", f'<sitemapindex {NS}><sitemap><loc>{o}/a.xml</loc></sitemap>'
-                               f'<sitemap><loc>{o}/gone.xml</loc></sitemap></sitemapindex>')
-        site.add("/a.xml", f'<urlset {NS}><url><loc>{o}/p1</loc></url><url><loc>{o}/p2</loc></url></urlset>')
+        site.add(
+            "/index.xml",
+            f"<sitemapindex {NS}><sitemap><loc>{o}/a.xml</loc></sitemap>"
+            f"<sitemap><loc>{o}/gone.xml</loc></sitemap></sitemapindex>",
+        )
+        site.add(
+            "/a.xml",
+            f"<urlset {NS}><url><loc>{o}/p1</loc></url><url><loc>{o}/p2</loc></url></urlset>",
+        )
         code, out, err = await run_scan({**worker_env, "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}, o)
     assert code == 0, err
     assert "completed" in out and '"url_count": 2' in out and '"sitemap_count": 3' in out
@@ -43,8 +54,17 @@ async def test_scan_exits_non_zero_when_the_job_fails(worker_env):
 
 async def test_bench_scan_runs_end_to_end_on_small_files(worker_env):
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "bench", "scan", "--scan-files", "2", "--scan-urls", "300",
-        env=process_env(worker_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *worker_command(),
+        "bench",
+        "scan",
+        "--scan-files",
+        "2",
+        "--scan-urls",
+        "300",
+        env=process_env(worker_env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     text = out.decode()
     assert proc.returncode == 0, text + err.decode()[-2000:]
@@ -69,8 +89,15 @@ sys.exit(main(sys.argv[1:]))
 
 async def test_scan_exits_when_its_worker_dies_instead_of_waiting_forever(worker_env):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_WORKER, "scan", "http://127.0.0.1:9",
-        env=process_env(worker_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        CRASHING_WORKER,
+        "scan",
+        "http://127.0.0.1:9",
+        env=process_env(worker_env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:

@@ -26,25 +26,39 @@ def gzip_bomb() -> bytes:
 
 def big_sitemap(origin: str, megabytes: int) -> bytes:
     """About `megabytes` MB of plain URLs: past the 50 MB cap."""
-    entry = f"<url><loc>{origin}/some/long/path/for/a/page/number-{{}}?with=query&amp;x=1</loc></url>"
+    entry = (
+        f"<url><loc>{origin}/some/long/path/for/a/page/number-{{}}?with=query&amp;x=1</loc></url>"
+    )
     count = megabytes * 1024 * 1024 // (len(entry) + 3)
     body = "".join(entry.format(i) for i in range(count))
-    return f'<urlset {NS}>{body}</urlset>'.encode()
+    return f"<urlset {NS}>{body}</urlset>".encode()
 
 
 async def test_peak_rss_stays_bounded_on_hostile_sitemaps(worker_env):
     async with Site() as site:
         o = site.origin
-        site.add("/sitemap_index.xml", f"<sitemapindex {NS}>" + "".join(
-            f"<sitemap><loc>{o}/{name}</loc></sitemap>"
-            for name in ("big.xml", "bomb.xml.gz", "endless.xml")) + "</sitemapindex>")
+        site.add(
+            "/sitemap_index.xml",
+            f"<sitemapindex {NS}>"
+            + "".join(
+                f"<sitemap><loc>{o}/{name}</loc></sitemap>"
+                for name in ("big.xml", "bomb.xml.gz", "endless.xml")
+            )
+            + "</sitemapindex>",
+        )
         site.add("/big.xml", big_sitemap(o, 60))
         site.add("/bomb.xml.gz", gzip_bomb())
         site.stream("/endless.xml", f"<urlset {NS}>".encode() + b" " * 65536)
         proc = await asyncio.create_subprocess_exec(
-            *worker_command(), "scan", o, env=process_env({**worker_env, "WORKER_LOG_LEVEL": "INFO",
-                                               "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *worker_command(),
+            "scan",
+            o,
+            env=process_env(
+                {**worker_env, "WORKER_LOG_LEVEL": "INFO", "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-2000:]
     text = out.decode()

@@ -16,26 +16,34 @@ from tests.support.processes import psql
 async def insert_noop(conn: asyncpg.Connection, seconds: float = 0) -> int:
     return await conn.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
-        json.dumps({"seconds": seconds}))
+        json.dumps({"seconds": seconds}),
+    )
 
 
 async def test_job_inserted_by_psql_is_completed_by_running_worker(spawn, direct_dsn, watcher):
     await spawn("run", WORKER_POLL_INTERVAL="60")  # only a NOTIFY can wake it in time
-    job_id = int(await psql(direct_dsn,
-        "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}') RETURNING id"))
+    job_id = int(
+        await psql(
+            direct_dsn, "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{}') RETURNING id"
+        )
+    )
     [row] = await watcher.wait_for(job_id, "completed", timeout=5)
     assert row["attempts"] == 1 and row["progress"] == 1
     assert (row["started_at"] - row["created_at"]).total_seconds() < 1
 
 
-async def test_job_inserted_while_listener_is_disconnected_is_picked_up(spawn, pg_server, database, watcher):
+async def test_job_inserted_while_listener_is_disconnected_is_picked_up(
+    spawn, pg_server, database, watcher
+):
     worker = await spawn("run", WORKER_POLL_INTERVAL="60")
     admin = await asyncpg.connect(admin_dsn(pg_server))  # ALLOW_CONNECTIONS needs another database
     await admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")  # no reconnect yet
     try:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = $1 AND application_name = 'sitemap-worker-listener'", database)
+            " WHERE datname = $1 AND application_name = 'sitemap-worker-listener'",
+            database,
+        )
         assert killed == 1
         await worker.wait_for_line("listener lost")
         job_id = await insert_noop(watcher.conn)
@@ -75,7 +83,8 @@ async def test_second_signal_exits_at_once(spawn, direct, watcher):
     worker = await spawn("run", WORKER_SHUTDOWN_GRACE="60")
 
     job_id = await direct.fetchval(
-        "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{\"seconds\": 60}') RETURNING id")
+        "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{\"seconds\": 60}') RETURNING id"
+    )
     await watcher.wait_for(job_id, "processing")
     worker.signal(signal.SIGINT)
     await worker.wait_for_line("stopping")
@@ -85,7 +94,8 @@ async def test_second_signal_exits_at_once(spawn, direct, watcher):
 
 async def test_cancel_pending_and_running_jobs_from_psql(spawn, direct_dsn, direct, watcher):
     pending = await direct.fetchval(
-        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour') RETURNING id")
+        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour') RETURNING id"
+    )
     await psql(direct_dsn, f"UPDATE jobs SET status = 'cancelled' WHERE id = {pending}")
     await spawn("run")
     running = await insert_noop(direct, seconds=60)
@@ -101,32 +111,58 @@ async def test_cancel_pending_and_running_jobs_from_psql(spawn, direct_dsn, dire
 
 
 BAD_JOBS = [
-    ("noop", "[]"), ("noop", '"text"'), ("noop", "null"), ("noop", "42"), ("noop", "true"),
-    ("noop", '{"seconds": "abc"}'), ("noop", '{"seconds": -1}'), ("noop", '{"seconds": 1e12}'),
-    ("noop", '{"seconds": [1, 2]}'), ("noop", '{"seconds": {"a": 1}}'), ("noop", '{"secs": 1}'),
-    ("noop", '{"seconds": null}'), ("noop", '{"seconds": "NaN"}'), ("noop", '{"seconds": "Infinity"}'),
-    ("noop", '{"seconds": "1 hour"}'), ("no_such_type", "{}"), ("", "{}"), ("NOOP", "{}"),
-    (" noop", "{}"), ("x" * 300, "{}"),
+    ("noop", "[]"),
+    ("noop", '"text"'),
+    ("noop", "null"),
+    ("noop", "42"),
+    ("noop", "true"),
+    ("noop", '{"seconds": "abc"}'),
+    ("noop", '{"seconds": -1}'),
+    ("noop", '{"seconds": 1e12}'),
+    ("noop", '{"seconds": [1, 2]}'),
+    ("noop", '{"seconds": {"a": 1}}'),
+    ("noop", '{"secs": 1}'),
+    ("noop", '{"seconds": null}'),
+    ("noop", '{"seconds": "NaN"}'),
+    ("noop", '{"seconds": "Infinity"}'),
+    ("noop", '{"seconds": "1 hour"}'),
+    ("no_such_type", "{}"),
+    ("", "{}"),
+    ("NOOP", "{}"),
+    (" noop", "{}"),
+    ("x" * 300, "{}"),
 ]
 
 
-async def test_twenty_bad_payloads_fail_clearly_while_worker_keeps_serving(spawn, direct_dsn, direct, watcher):
+async def test_twenty_bad_payloads_fail_clearly_while_worker_keeps_serving(
+    spawn, direct_dsn, direct, watcher
+):
     worker = await spawn("run")
     values = ", ".join(f"('{t}', '{p}')" for t, p in BAD_JOBS)
-    ids = [int(x) for x in (await psql(direct_dsn,
-        f"INSERT INTO jobs (job_type, payload) VALUES {values} RETURNING id")).split()]
+    ids = [
+        int(x)
+        for x in (
+            await psql(
+                direct_dsn, f"INSERT INTO jobs (job_type, payload) VALUES {values} RETURNING id"
+            )
+        ).split()
+    ]
     assert len(ids) == 20
     rows = await watcher.wait_for(ids, "failed", timeout=15)
     for row in rows:
         assert row["attempts"] == 1, row  # permanent: never retried
-        assert row["error"].startswith(("invalid payload for noop: ", "unknown job type ")), row["error"]
+        assert row["error"].startswith(("invalid payload for noop: ", "unknown job type ")), row[
+            "error"
+        ]
     assert len({r["error"] for r in rows}) >= 15  # each says what is wrong with it
     good = await insert_noop(direct)
     await watcher.wait_for(good, "completed", timeout=5)
     assert worker.proc.returncode is None
 
 
-async def test_four_workers_eight_clients_5000_jobs_each_completed_exactly_once(spawn, direct_dsn, watcher):
+async def test_four_workers_eight_clients_5000_jobs_each_completed_exactly_once(
+    spawn, direct_dsn, watcher
+):
     for _ in range(4):
         await spawn("run", WORKER_LOG_LEVEL="WARNING", ready=False)
     per_client = 625
@@ -141,10 +177,12 @@ async def test_four_workers_eight_clients_5000_jobs_each_completed_exactly_once(
 
     await asyncio.gather(*[client() for _ in range(8)])
     await watcher.wait_until(
-        "SELECT count(*) = 5000 FROM jobs WHERE status = 'completed'", timeout=60)
+        "SELECT count(*) = 5000 FROM jobs WHERE status = 'completed'", timeout=60
+    )
     stats = await watcher.conn.fetchrow(
         "SELECT count(*) AS n, max(attempts) AS max_attempts, min(attempts) AS min_attempts,"
-        " count(DISTINCT owner) AS owners FROM jobs")
+        " count(DISTINCT owner) AS owners FROM jobs"
+    )
     assert stats["n"] == 5000 and stats["min_attempts"] == stats["max_attempts"] == 1
     completed = [job for job, status in watcher.events if status == "completed"]
     assert len(completed) == len(set(completed)) == 5000

@@ -29,34 +29,52 @@ async def setup(conn: asyncpg.Connection, children: int) -> tuple[int, list[int]
     await conn.execute("DELETE FROM jobs")
     parent = await conn.fetchval(
         "INSERT INTO jobs (job_type, payload, status, started_at)"
-        " VALUES ('sitemap_batch', '{\"domains\": [\"x\"]}', 'processing', now()) RETURNING id")
-    ids = [r["id"] for r in await conn.fetch(
-        "INSERT INTO jobs (job_type, payload, parent_id, status, owner, attempts,"
-        "                  lease_expires_at, started_at)"
-        " SELECT 'sitemap_scan', jsonb_build_object('domain', 'd' || g || '.test'), $1,"
-        "        'processing', $2, 1, now() + interval '1 hour', now()"
-        "   FROM generate_series(1, $3) g RETURNING id", parent, OWNER, children)]
+        " VALUES ('sitemap_batch', '{\"domains\": [\"x\"]}', 'processing', now()) RETURNING id"
+    )
+    ids = [
+        r["id"]
+        for r in await conn.fetch(
+            "INSERT INTO jobs (job_type, payload, parent_id, status, owner, attempts,"
+            "                  lease_expires_at, started_at)"
+            " SELECT 'sitemap_scan', jsonb_build_object('domain', 'd' || g || '.test'), $1,"
+            "        'processing', $2, 1, now() + interval '1 hour', now()"
+            "   FROM generate_series(1, $3) g RETURNING id",
+            parent,
+            OWNER,
+            children,
+        )
+    ]
     await conn.execute("VACUUM ANALYZE jobs")
     return parent, sorted(ids)
 
 
 async def end_one(conn: asyncpg.Connection, job_id: int) -> float:
     began = time.perf_counter()
-    await conn.fetch("SELECT sitemap_worker_complete($1, $2::bigint[], $3::text[])", OWNER,
-                     [job_id], ['{"sitemap_count": 1, "url_count": 2, "error_count": 0}'])
+    await conn.fetch(
+        "SELECT sitemap_worker_complete($1, $2::bigint[], $3::text[])",
+        OWNER,
+        [job_id],
+        ['{"sitemap_count": 1, "url_count": 2, "error_count": 0}'],
+    )
     return (time.perf_counter() - began) * 1000
 
 
 async def batch_triggers(conn: asyncpg.Connection) -> list[str]:
-    return [r["tgname"] for r in await conn.fetch(
-        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"
-        "   AND (tgname LIKE '%batch%' OR tgname LIKE '%children%') ORDER BY tgname")]
+    return [
+        r["tgname"]
+        for r in await conn.fetch(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"
+            "   AND (tgname LIKE '%batch%' OR tgname LIKE '%children%') ORDER BY tgname"
+        )
+    ]
 
 
 def figures(label: str, times: list[float]) -> None:
     times = sorted(times)
     p95 = times[int(len(times) * 0.95) - 1]
-    print(f"{label}: median {statistics.median(times):.2f} ms, p95 {p95:.2f} ms over {len(times)} ends")
+    print(
+        f"{label}: median {statistics.median(times):.2f} ms, p95 {p95:.2f} ms over {len(times)} ends"
+    )
 
 
 async def main(dsn: str, children: int, ends: int) -> None:
@@ -70,21 +88,28 @@ async def main(dsn: str, children: int, ends: int) -> None:
         try:
             triggers = await batch_triggers(conn)
             parent, ids = await setup(conn, children)
-            figures(f"with batch triggers {triggers}",
-                    [await end_one(conn, i) for i in ids[:ends]])
+            figures(f"with batch triggers {triggers}", [await end_one(conn, i) for i in ids[:ends]])
             for tg in triggers:
                 await conn.execute(f"ALTER TABLE jobs DISABLE TRIGGER {tg}")
-            figures("batch triggers disabled", [await end_one(conn, i) for i in ids[ends : 2 * ends]])
+            figures(
+                "batch triggers disabled", [await end_one(conn, i) for i in ids[ends : 2 * ends]]
+            )
             for tg in triggers:
                 await conn.execute(f"ALTER TABLE jobs ENABLE TRIGGER {tg}")
             # The rest at once, but the last one: then the last end completes the batch.
             parent, ids = await setup(conn, children)
-            await conn.fetch("SELECT sitemap_worker_complete($1, $2::bigint[], $3::text[])",
-                             OWNER, ids[:-1], ["{}"] * (len(ids) - 1))
+            await conn.fetch(
+                "SELECT sitemap_worker_complete($1, $2::bigint[], $3::text[])",
+                OWNER,
+                ids[:-1],
+                ["{}"] * (len(ids) - 1),
+            )
             last = await end_one(conn, ids[-1])
             row = await conn.fetchrow("SELECT status, progress FROM jobs WHERE id = $1", parent)
-            print(f"last end (completes the batch): {last:.1f} ms -> batch {row['status']}"
-                  f" at {row['progress']}")
+            print(
+                f"last end (completes the batch): {last:.1f} ms -> batch {row['status']}"
+                f" at {row['progress']}"
+            )
         finally:
             await conn.close()
     finally:

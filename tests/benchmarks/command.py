@@ -13,24 +13,44 @@ from worker.settings import CONCURRENCY_MAX, Settings
 
 
 def build_parser() -> Parser:
-    bench = Parser(prog="sitemap-worker bench",
-                   description="Measure queue throughput and pickup latency (queue), or scan "
-                   "speed against bare lxml (scan), on the configured database.")
+    bench = Parser(
+        prog="sitemap-worker bench",
+        description="Measure queue throughput and pickup latency (queue), or scan "
+        "speed against bare lxml (scan), on the configured database.",
+    )
     count = integer(1, 100_000_000)
-    bench.add_argument("part", nargs="?", default="queue", choices=["queue", "scan"],
-                       help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)")
+    bench.add_argument(
+        "part",
+        nargs="?",
+        default="queue",
+        choices=["queue", "scan"],
+        help="queue (drain, pickup, inserts) or scan (end to end vs bare lxml)",
+    )
     bench.add_argument("--scan-files", type=integer(1, 1000), default=10, help="scan: urlset files")
-    bench.add_argument("--scan-urls", type=integer(1, 50_000), default=50_000,
-                       help="scan: URLs per file (the sitemap protocol's limit)")
+    bench.add_argument(
+        "--scan-urls",
+        type=integer(1, 50_000),
+        default=50_000,
+        help="scan: URLs per file (the sitemap protocol's limit)",
+    )
     bench.add_argument("--jobs", type=count, default=10_000, help="jobs to drain")
     bench.add_argument("--concurrency", type=integer(1, CONCURRENCY_MAX), default=10)
     bench.add_argument("--latency-jobs", type=count, default=200)
-    bench.add_argument("--insert-seconds", type=seconds(0, 3600), default=5.0,
-                       help="length of each insert-throughput run")
+    bench.add_argument(
+        "--insert-seconds",
+        type=seconds(0, 3600),
+        default=5.0,
+        help="length of each insert-throughput run",
+    )
     bench.add_argument("--insert-clients", type=integer(1, 100), default=8)
-    bench.add_argument("--repeat", type=integer(1, 100), default=3, help="repetitions of each measurement")
-    bench.add_argument("--force", action="store_true",
-                       help="run even though the jobs table holds other jobs (it is emptied)")
+    bench.add_argument(
+        "--repeat", type=integer(1, 100), default=3, help="repetitions of each measurement"
+    )
+    bench.add_argument(
+        "--force",
+        action="store_true",
+        help="run even though the jobs table holds other jobs (it is emptied)",
+    )
     return bench
 
 

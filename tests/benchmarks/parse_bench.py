@@ -33,7 +33,9 @@ CHUNK = 64 * 1024
 
 
 def _lastmod(i: int) -> str:
-    return f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
+    return (
+        f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00"
+    )
 
 
 def write_plain(path: Path, urls: int) -> None:
@@ -175,7 +177,10 @@ def main() -> None:
             assert bare["urls"] == ours["urls"] == opts.urls, (bare, ours)
             ratio = times["bare"] / times["parser"]
             print(f"\n{name}: {opts.urls:,} URLs, {size:.1f} MB (best of {opts.runs}, interleaved)")
-            for label, key, mem in (("bare iterparse", "bare", bare), ("SitemapParser", "parser", ours)):
+            for label, key, mem in (
+                ("bare iterparse", "bare", bare),
+                ("SitemapParser", "parser", ours),
+            ):
                 print(
                     f"  {label:<15} {times[key]:.3f} s  {opts.urls / times[key]:>9,.0f} URLs/s"
                     f"  ΔRSS {mem['rss_delta_kib'] / 1024:5.1f} MiB"

@@ -52,6 +52,7 @@ K = TypeVar("K")
 
 # -- figures ------------------------------------------------------------------------------
 
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p99 of 200 samples is the second largest)."""
     ordered = sorted(values)
@@ -64,21 +65,29 @@ def spread(values: Sequence[float], fmt: str = ",.0f") -> str:
         return "-"
     if len(values) == 1:
         return format(values[0], fmt)
-    return (f"{format(statistics.median(values), fmt)} "
-            f"[{format(min(values), fmt)}..{format(max(values), fmt)}]")
+    return (
+        f"{format(statistics.median(values), fmt)} "
+        f"[{format(min(values), fmt)}..{format(max(values), fmt)}]"
+    )
 
 
 def latency_summary(ms: Sequence[float]) -> dict[str, float]:
-    return {"p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
-            "max": max(ms)}
+    return {
+        "p50": percentile(ms, 50),
+        "p95": percentile(ms, 95),
+        "p99": percentile(ms, 99),
+        "max": max(ms),
+    }
 
 
 # -- the database side ----------------------------------------------------------------------
 
+
 async def control_connection(dsn: str) -> asyncpg.Connection:
     """The bench's own session: resets, counters, checks (no prepared statements)."""
-    return await asyncpg.connect(dsn, statement_cache_size=0,
-                                 server_settings={"application_name": CONTROL_APPLICATION})
+    return await asyncpg.connect(
+        dsn, statement_cache_size=0, server_settings={"application_name": CONTROL_APPLICATION}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +101,29 @@ class Counters:
         def delta(a: int | None, b: int | None) -> float | None:
             return None if a is None or b is None else (b - a) / jobs
 
-        return {"commits": delta(self.commits, later.commits),
-                "write_xids": delta(self.xmax, later.xmax),
-                "wal_syncs": delta(self.wal_syncs, later.wal_syncs),
-                "wal_bytes": delta(self.wal_bytes, later.wal_bytes)}
+        return {
+            "commits": delta(self.commits, later.commits),
+            "write_xids": delta(self.xmax, later.xmax),
+            "wal_syncs": delta(self.wal_syncs, later.wal_syncs),
+            "wal_bytes": delta(self.wal_bytes, later.wal_bytes),
+        }
 
 
 async def read_counters(conn: asyncpg.Connection, version_num: int) -> Counters:
-    name = "counters" if version_num >= 180000 else "counters_pg14" if version_num >= 140000 else "counters_pg13"
+    name = (
+        "counters"
+        if version_num >= 180000
+        else "counters_pg14"
+        if version_num >= 140000
+        else "counters_pg13"
+    )
     row = await conn.fetchrow(bq(name))
     return Counters(row["commits"], row["xmax"], row["wal_syncs"], row["wal_bytes"])
 
 
-async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.02) -> bool:
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.02
+) -> bool:
     """Call `check` until it is true (True) or `timeout` s have passed (False)."""
     deadline = time.monotonic() + timeout
     while not await check():
@@ -114,17 +133,25 @@ async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, inter
     return True
 
 
-async def settle_stats(conn: asyncpg.Connection, application: str | None, timeout: float = 5.0) -> bool:
+async def settle_stats(
+    conn: asyncpg.Connection, application: str | None, timeout: float = 5.0
+) -> bool:
     """Wait until the measured sessions have gone: a backend flushes its statistics on exit,
     but a live one only about once a second."""
+
     async def gone() -> bool:
         return not await conn.fetchval(bq("other_backends"), application)
 
     return await poll_until(gone, timeout)
 
 
-async def paced_inserts(insert_one: Callable[[], Awaitable[K]], count: int, *,
-                        interval: float = 0.02, settle: float = 1.0) -> list[tuple[K, float]]:
+async def paced_inserts(
+    insert_one: Callable[[], Awaitable[K]],
+    count: int,
+    *,
+    interval: float = 0.02,
+    settle: float = 1.0,
+) -> list[tuple[K, float]]:
     """After `settle` s of idle, call `insert_one` `count` times on a fixed `interval` grid;
     each result comes with `time.time()` taken right after the call returned (an autocommit
     INSERT has committed by then)."""
@@ -155,6 +182,7 @@ def quiet_worker_logs() -> Iterator[None]:
 
 # -- 1. drain -------------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class DrainRun:
     jobs: int
@@ -169,8 +197,14 @@ class DrainRun:
         return self.jobs / self.seconds
 
 
-async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, version_num: int,
-                     jobs: int, concurrency: int) -> DrainRun:
+async def drain_ours(
+    urls: Urls,
+    settings: Settings,
+    conn: asyncpg.Connection,
+    version_num: int,
+    jobs: int,
+    concurrency: int,
+) -> DrainRun:
     """One drain of `jobs` noop jobs by an in-process burst worker. Costs are deltas over
     enqueue plus drain (the anchors' window)."""
     await conn.execute(bq("reset_jobs"))
@@ -179,10 +213,14 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     await conn.execute(q("enqueue_many"), "noop", ["{}"] * jobs, 0, None, None)
     inserted = time.perf_counter() - began
     await conn.execute(bq("analyze_jobs"))
-    pool = await connections.create_pool(urls.work, settings, size=settings.pool_size_for(concurrency))
+    pool = await connections.create_pool(
+        urls.work, settings, size=settings.pool_size_for(concurrency)
+    )
     try:
         with quiet_worker_logs():
-            worker = JobLoop(pool, settings, default_registry(), concurrency=concurrency, burst=True)
+            worker = JobLoop(
+                pool, settings, default_registry(), concurrency=concurrency, burst=True
+            )
             began = time.perf_counter()
             await _run_bounded(worker, 60 + jobs / 100)
             seconds = time.perf_counter() - began
@@ -192,9 +230,11 @@ async def drain_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, v
     after = await read_counters(conn, version_num)
     row = await conn.fetchrow(bq("drain_check"))
     ok = row["total"] == row["completed_once"] == jobs == worker.claimed
-    check = (f"{row['completed_once']}/{jobs} completed with exactly one attempt, {worker.claimed} claimed"
-             + ("" if ok else f"; completed {row['completed']}, rows {row['total']}")
-             + ("" if settled else "; other sessions stayed connected, costs may be incomplete"))
+    check = (
+        f"{row['completed_once']}/{jobs} completed with exactly one attempt, {worker.claimed} claimed"
+        + ("" if ok else f"; completed {row['completed']}, rows {row['total']}")
+        + ("" if settled else "; other sessions stayed connected, costs may be incomplete")
+    )
     return DrainRun(jobs, seconds, inserted, before.per_job(after, jobs), check, ok)
 
 
@@ -206,8 +246,9 @@ async def _run_bounded(worker: JobLoop, timeout: float) -> None:
     if not done:
         worker.request_stop()
         await task
-        raise RuntimeError(f"the drain did not finish within {timeout:.0f} s (see the worker's "
-                           "warnings above)")
+        raise RuntimeError(
+            f"the drain did not finish within {timeout:.0f} s (see the worker's warnings above)"
+        )
     task.result()
 
 
@@ -216,11 +257,32 @@ def _cost(value: float | None, fmt: str = ".2f") -> str:
 
 
 def drain_table(runs: Sequence[DrainRun]) -> str:
-    rows = [(str(i), f"{r.rate:,.0f}", f"{r.seconds:.3f}", _cost(r.cost["commits"]),
-             _cost(r.cost["write_xids"]), _cost(r.cost["wal_syncs"]), _cost(r.cost["wal_bytes"], ",.0f"),
-             "ok" if r.ok else "FAILED") for i, r in enumerate(runs, 1)]
-    return table(("run", "jobs/s", "drain s", "commits/job", "write xids/job", "WAL syncs/job",
-                  "WAL bytes/job", "exactly once"), rows)
+    rows = [
+        (
+            str(i),
+            f"{r.rate:,.0f}",
+            f"{r.seconds:.3f}",
+            _cost(r.cost["commits"]),
+            _cost(r.cost["write_xids"]),
+            _cost(r.cost["wal_syncs"]),
+            _cost(r.cost["wal_bytes"], ",.0f"),
+            "ok" if r.ok else "FAILED",
+        )
+        for i, r in enumerate(runs, 1)
+    ]
+    return table(
+        (
+            "run",
+            "jobs/s",
+            "drain s",
+            "commits/job",
+            "write xids/job",
+            "WAL syncs/job",
+            "WAL bytes/job",
+            "exactly once",
+        ),
+        rows,
+    )
 
 
 def _median_cost(runs: Sequence[DrainRun], key: str, fmt: str = ".2f") -> str:
@@ -230,7 +292,10 @@ def _median_cost(runs: Sequence[DrainRun], key: str, fmt: str = ".2f") -> str:
 
 # -- 2. pickup latency --------------------------------------------------------------------
 
-async def wait_started(conn: asyncpg.Connection, ids: list[int], timeout: float = 15.0) -> dict[int, float]:
+
+async def wait_started(
+    conn: asyncpg.Connection, ids: list[int], timeout: float = 15.0
+) -> dict[int, float]:
     """started_at (epoch s) of every job once all have been claimed and completed."""
     rows: list[asyncpg.Record] = []
 
@@ -245,20 +310,26 @@ async def wait_started(conn: asyncpg.Connection, ids: list[int], timeout: float 
     return {r["id"]: r["started"] for r in rows}
 
 
-async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, count: int,
-                      concurrency: int) -> list[float]:
+async def pickup_ours(
+    urls: Urls, settings: Settings, conn: asyncpg.Connection, count: int, concurrency: int
+) -> list[float]:
     """Claim latency in ms (started_at minus commit) for `count` jobs inserted 20 ms apart into
     an idle worker process that has been listening for 1 s."""
     await conn.execute(bq("reset_jobs"))
     proc = await WorkerProcess.start(
         {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.direct},
-        "run", "--concurrency", str(concurrency), "--no-migrate")
+        "run",
+        "--concurrency",
+        str(concurrency),
+        "--no-migrate",
+    )
     try:
         await proc.wait_ready(30)
         producer = await connections.connect(urls.work, settings)
         try:
             stamped = await paced_inserts(
-                lambda: producer.fetchval(q("enqueue_many"), "noop", ["{}"], 0, None, None), count)
+                lambda: producer.fetchval(q("enqueue_many"), "noop", ["{}"], 0, None, None), count
+            )
         finally:
             await producer.close()
         started = await wait_started(conn, [job_id for job_id, _ in stamped])
@@ -270,10 +341,19 @@ async def pickup_ours(urls: Urls, settings: Settings, conn: asyncpg.Connection, 
 # -- 3. insert throughput -----------------------------------------------------------------
 
 INSERT_VARIANTS = ("trigger (as shipped)", "no trigger", "per-row NOTIFY (reference)")
-_LIBPQ_ENV = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
-              "dbname": "PGDATABASE", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT",
-              "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "connect_timeout": "PGCONNECT_TIMEOUT",
-              "options": "PGOPTIONS"}
+_LIBPQ_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "dbname": "PGDATABASE",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+}
 
 
 def libpq_env(dsn: str) -> dict[str, str]:
@@ -317,9 +397,23 @@ def find_pgbench() -> Path | None:
 async def _pgbench(pgbench: Path, script: Path, dsn: str, clients: int, seconds: int) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | libpq_env(dsn)
     proc = await asyncio.create_subprocess_exec(
-        str(pgbench), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients)),
-        "-T", str(seconds), "-f", str(script), env=env, cwd="/",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        str(pgbench),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(clients),
+        "-j",
+        str(min(2, clients)),
+        "-T",
+        str(seconds),
+        "-f",
+        str(script),
+        env=env,
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     text = out.decode() + err.decode()
     found = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
@@ -334,12 +428,15 @@ def _statement(name: str) -> str:
 
 
 def pgbench_command(clients: int, seconds: int) -> str:
-    return (f"pgbench -n -M prepared -c {clients} -j {min(2, clients)} -T {seconds} "
-            f"-f insert.sql  (insert.sql: {_statement('pgbench_insert')})")
+    return (
+        f"pgbench -n -M prepared -c {clients} -j {min(2, clients)} -T {seconds} "
+        f"-f insert.sql  (insert.sql: {_statement('pgbench_insert')})"
+    )
 
 
-async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path, *, clients: int,
-                            seconds: int, repeat: int) -> dict[str, list[tuple[float, int]]]:
+async def insert_throughput(
+    urls: Urls, conn: asyncpg.Connection, pgbench: Path, *, clients: int, seconds: int, repeat: int
+) -> dict[str, list[tuple[float, int]]]:
     """(TPS, wake-ups heard) per variant, repetitions interleaved across the variants, with
     one LISTEN session open on the wake-up channel. The trigger state is restored after."""
     shipped_state = await conn.fetchval(bq("wake_trigger_enabled"))
@@ -349,7 +446,9 @@ async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path,
         nonlocal heard
         heard += 1
 
-    listener = await asyncpg.connect(urls.direct, server_settings={"application_name": CONTROL_APPLICATION})
+    listener = await asyncpg.connect(
+        urls.direct, server_settings={"application_name": CONTROL_APPLICATION}
+    )
     await listener.add_listener(WAKEUP_CHANNEL, on_notify)
     results: dict[str, list[tuple[float, int]]] = {v: [] for v in INSERT_VARIANTS}
     with tempfile.TemporaryDirectory(prefix="sitemap-worker-bench-") as tmp:
@@ -360,8 +459,13 @@ async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path,
                 for variant in INSERT_VARIANTS:
                     await conn.execute(bq("reset_jobs"))
                     await conn.execute(bq("per_row_notify_drop"))
-                    await conn.execute(bq("wake_trigger_enable" if variant == INSERT_VARIANTS[0]
-                                          else "wake_trigger_disable"))
+                    await conn.execute(
+                        bq(
+                            "wake_trigger_enable"
+                            if variant == INSERT_VARIANTS[0]
+                            else "wake_trigger_disable"
+                        )
+                    )
                     if variant == INSERT_VARIANTS[2]:
                         await conn.execute(bq("per_row_notify_create"))
                     heard = 0
@@ -371,13 +475,16 @@ async def insert_throughput(urls: Urls, conn: asyncpg.Connection, pgbench: Path,
                         await conn.execute(bq("checkpoint"))
         finally:
             await conn.execute(bq("per_row_notify_drop"))
-            await conn.execute(bq("wake_trigger_disable" if shipped_state == "D" else "wake_trigger_enable"))
+            await conn.execute(
+                bq("wake_trigger_disable" if shipped_state == "D" else "wake_trigger_enable")
+            )
             await conn.execute(bq("reset_jobs"))
             await listener.close()
     return results
 
 
 # -- the report ----------------------------------------------------------------------------
+
 
 def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -400,9 +507,11 @@ def environment_lines(facts: asyncpg.Record, dsn: str) -> list[str]:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return ("sitemap-worker bench queue"
-            f" --jobs {args.jobs} --concurrency {args.concurrency} --latency-jobs {args.latency_jobs}"
-            f" --insert-seconds {args.insert_seconds:g} --insert-clients {args.insert_clients}")
+    return (
+        "sitemap-worker bench queue"
+        f" --jobs {args.jobs} --concurrency {args.concurrency} --latency-jobs {args.latency_jobs}"
+        f" --insert-seconds {args.insert_seconds:g} --insert-clients {args.insert_clients}"
+    )
 
 
 def _say(line: str = "") -> None:
@@ -417,9 +526,11 @@ async def run_bench(urls: Urls, settings: Settings, args: argparse.Namespace) ->
         facts = await conn.fetchrow(bq("server_facts"))
         foreign = await conn.fetchval(bq("foreign_jobs"))
         if foreign and not getattr(args, "force", False):
-            print(f"bench: the jobs table holds {foreign} job(s) that are not noop benchmark jobs, and "
-                  "the bench empties it; point DATABASE_URL at a scratch database (or pass --force)",
-                  file=sys.stderr)
+            print(
+                f"bench: the jobs table holds {foreign} job(s) that are not noop benchmark jobs, and "
+                "the bench empties it; point DATABASE_URL at a scratch database (or pass --force)",
+                file=sys.stderr,
+            )
             return 2
         _say("sitemap-worker bench")
         _say(f"command:   {_command(args)}")
@@ -428,8 +539,10 @@ async def run_bench(urls: Urls, settings: Settings, args: argparse.Namespace) ->
             _say(line)
         others = await conn.fetchval(bq("other_backends"), connections.APPLICATION_NAME)
         if others:
-            _say(f"WARNING:   {others} other sitemap-worker session(s) are connected: a running "
-                 "worker takes the bench's jobs")
+            _say(
+                f"WARNING:   {others} other sitemap-worker session(s) are connected: a running "
+                "worker takes the bench's jobs"
+            )
         ok = await _drain_section(urls, settings, conn, facts["version_num"], args, repeat)
         await _pickup_section(urls, settings, conn, args)
         await _insert_section(urls, conn, args, repeat)
@@ -438,66 +551,112 @@ async def run_bench(urls: Urls, settings: Settings, args: argparse.Namespace) ->
         await conn.close()
 
 
-async def _drain_section(urls: Urls, settings: Settings, conn: asyncpg.Connection, version_num: int,
-                         args: argparse.Namespace, repeat: int) -> bool:
+async def _drain_section(
+    urls: Urls,
+    settings: Settings,
+    conn: asyncpg.Connection,
+    version_num: int,
+    args: argparse.Namespace,
+    repeat: int,
+) -> bool:
     _say()
-    _say(f"1. Drain: {args.jobs:,} noop jobs inserted in one statement, ANALYZE, then an in-process "
-         f"burst worker at concurrency {args.concurrency}; clock from worker start to run() return; "
-         f"costs per job over enqueue + drain")
-    runs = [await drain_ours(urls, settings, conn, version_num, args.jobs, args.concurrency)
-            for _ in range(repeat)]
+    _say(
+        f"1. Drain: {args.jobs:,} noop jobs inserted in one statement, ANALYZE, then an in-process "
+        f"burst worker at concurrency {args.concurrency}; clock from worker start to run() return; "
+        f"costs per job over enqueue + drain"
+    )
+    runs = [
+        await drain_ours(urls, settings, conn, version_num, args.jobs, args.concurrency)
+        for _ in range(repeat)
+    ]
     _say(drain_table(runs))
-    _say(f"jobs/s {spread([r.rate for r in runs])}; commits/job {_median_cost(runs, 'commits')}; "
-         f"write xids/job {_median_cost(runs, 'write_xids')}; WAL syncs/job {_median_cost(runs, 'wal_syncs')}; "
-         f"insert of {args.jobs:,} took {spread([r.insert_seconds for r in runs], '.3f')} s")
+    _say(
+        f"jobs/s {spread([r.rate for r in runs])}; commits/job {_median_cost(runs, 'commits')}; "
+        f"write xids/job {_median_cost(runs, 'write_xids')}; WAL syncs/job {_median_cost(runs, 'wal_syncs')}; "
+        f"insert of {args.jobs:,} took {spread([r.insert_seconds for r in runs], '.3f')} s"
+    )
     for i, r in enumerate(runs, 1):
         _say(f"check run {i}: {r.check}")
     await conn.execute(bq("reset_jobs"))
     return all(r.ok for r in runs)
 
 
-async def _pickup_section(urls: Urls, settings: Settings, conn: asyncpg.Connection,
-                          args: argparse.Namespace) -> None:
+async def _pickup_section(
+    urls: Urls, settings: Settings, conn: asyncpg.Connection, args: argparse.Namespace
+) -> None:
     _say()
-    _say(f"2. Pickup latency: a `worker run --concurrency {args.concurrency}` process, idle and "
-         f"listening for 1 s; {args.latency_jobs} jobs inserted one by one, 20 ms apart, autocommit; "
-         "claim = jobs.started_at - time the INSERT returned (ms)")
+    _say(
+        f"2. Pickup latency: a `worker run --concurrency {args.concurrency}` process, idle and "
+        f"listening for 1 s; {args.latency_jobs} jobs inserted one by one, 20 ms apart, autocommit; "
+        "claim = jobs.started_at - time the INSERT returned (ms)"
+    )
     ms = await pickup_ours(urls, settings, conn, args.latency_jobs, args.concurrency)
     s = latency_summary(ms)
-    _say(table(("p50", "p95", "p99", "max", "min"),
-               [(f"{s['p50']:.3f}", f"{s['p95']:.3f}", f"{s['p99']:.3f}", f"{s['max']:.3f}",
-                 f"{min(ms):.3f}")]))
-    _say(f"targets: p50 <= 0.3 ms {'met' if s['p50'] <= 0.3 else 'MISSED'}; "
-         f"p99 <= 3 ms {'met' if s['p99'] <= 3 else 'MISSED'}")
+    _say(
+        table(
+            ("p50", "p95", "p99", "max", "min"),
+            [
+                (
+                    f"{s['p50']:.3f}",
+                    f"{s['p95']:.3f}",
+                    f"{s['p99']:.3f}",
+                    f"{s['max']:.3f}",
+                    f"{min(ms):.3f}",
+                )
+            ],
+        )
+    )
+    _say(
+        f"targets: p50 <= 0.3 ms {'met' if s['p50'] <= 0.3 else 'MISSED'}; "
+        f"p99 <= 3 ms {'met' if s['p99'] <= 3 else 'MISSED'}"
+    )
     negative = sum(m < 0 for m in ms)
     if negative:
-        _say(f"{negative} job(s) show a claim before the commit: the commit time is when the producer "
-             "saw its INSERT return, and started_at is now() of the claiming transaction, which "
-             "can have begun before the INSERT committed")
+        _say(
+            f"{negative} job(s) show a claim before the commit: the commit time is when the producer "
+            "saw its INSERT return, and started_at is now() of the claiming transaction, which "
+            "can have begun before the INSERT committed"
+        )
     await conn.execute(bq("reset_jobs"))
 
 
-async def _insert_section(urls: Urls, conn: asyncpg.Connection, args: argparse.Namespace,
-                          repeat: int) -> None:
+async def _insert_section(
+    urls: Urls, conn: asyncpg.Connection, args: argparse.Namespace, repeat: int
+) -> None:
     seconds = max(1, round(args.insert_seconds))
     _say()
-    _say(f"3. Insert throughput: {pgbench_command(args.insert_clients, seconds)}; one LISTEN session "
-         f"on {WAKEUP_CHANNEL}; {repeat} repetitions interleaved, CHECKPOINT after each run")
+    _say(
+        f"3. Insert throughput: {pgbench_command(args.insert_clients, seconds)}; one LISTEN session "
+        f"on {WAKEUP_CHANNEL}; {repeat} repetitions interleaved, CHECKPOINT after each run"
+    )
     pgbench = find_pgbench()
     if pgbench is None:
         _say("skipped: no pgbench next to the server binaries or on PATH")
         return
     _say(f"pgbench:   {pgbench}")
-    results = await insert_throughput(urls, conn, pgbench, clients=args.insert_clients,
-                                      seconds=seconds, repeat=repeat)
-    rows = [(variant, spread([t for t, _ in runs]), " ".join(f"{t:,.0f}" for t, _ in runs),
-             spread([n / seconds for _, n in runs], ",.1f"))
-            for variant, runs in results.items()]
+    results = await insert_throughput(
+        urls, conn, pgbench, clients=args.insert_clients, seconds=seconds, repeat=repeat
+    )
+    rows = [
+        (
+            variant,
+            spread([t for t, _ in runs]),
+            " ".join(f"{t:,.0f}" for t, _ in runs),
+            spread([n / seconds for _, n in runs], ",.1f"),
+        )
+        for variant, runs in results.items()
+    ]
     _say(table(("variant", "TPS median [min..max]", "runs", "wake-ups heard/s"), rows))
     shipped = statistics.median(t for t, _ in results[INSERT_VARIANTS[0]])
     plain = statistics.median(t for t, _ in results[INSERT_VARIANTS[1]])
     ratio = shipped / plain
-    pairs = [s / p for (s, _), (p, _) in zip(results[INSERT_VARIANTS[0]], results[INSERT_VARIANTS[1]],
-                                             strict=True)]
-    _say(f"trigger / no trigger = {ratio:.1%} of medians; per repetition "
-         f"{', '.join(f'{r:.0%}' for r in pairs)} (target >= 90%: {'met' if ratio >= 0.9 else 'MISSED'})")
+    pairs = [
+        s / p
+        for (s, _), (p, _) in zip(
+            results[INSERT_VARIANTS[0]], results[INSERT_VARIANTS[1]], strict=True
+        )
+    ]
+    _say(
+        f"trigger / no trigger = {ratio:.1%} of medians; per repetition "
+        f"{', '.join(f'{r:.0%}' for r in pairs)} (target >= 90%: {'met' if ratio >= 0.9 else 'MISSED'})"
+    )

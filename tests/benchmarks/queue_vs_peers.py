@@ -84,17 +84,24 @@ async def server(dsn: str | None) -> AsyncIterator[str]:
 
 async def wait_listening(conn: asyncpg.Connection, timeout: float = 15.0) -> None:
     """Until a session of this database has run LISTEN (the worker under test)."""
+
     async def listening() -> bool:
-        return bool(await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'"))
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'"
+            )
+        )
 
     if not await bench.poll_until(listening, timeout):
         raise RuntimeError("the worker never ran LISTEN")
 
 
-async def wait_for(conn: asyncpg.Connection, sql: str, ids: list[int], timeout: float = 20.0) -> None:
+async def wait_for(
+    conn: asyncpg.Connection, sql: str, ids: list[int], timeout: float = 20.0
+) -> None:
     """Until `sql` ($1 ids) counts every id."""
+
     async def counted() -> bool:
         return await conn.fetchval(sql, ids) >= len(ids)
 
@@ -102,13 +109,16 @@ async def wait_for(conn: asyncpg.Connection, sql: str, ids: list[int], timeout: 
         raise RuntimeError(f"not all {len(ids)} jobs done after {timeout:.0f} s: {sql}")
 
 
-async def claim_ms(conn: asyncpg.Connection, sql: str, stamped: list[tuple[int, float]]) -> list[float]:
+async def claim_ms(
+    conn: asyncpg.Connection, sql: str, stamped: list[tuple[int, float]]
+) -> list[float]:
     """`sql` ($1 ids) returns (id, claim epoch s); result: claim minus commit, in ms."""
     claimed = {r[0]: r[1] for r in await conn.fetch(sql, [i for i, _ in stamped])}
     return [(claimed[i] - committed) * 1000 for i, committed in stamped]
 
 
 # -- ours -------------------------------------------------------------------------------------
+
 
 class Ours:
     def __init__(self, dsn: str) -> None:
@@ -127,12 +137,14 @@ class Ours:
 
 # -- procrastinate ------------------------------------------------------------------------------
 
+
 class Procrastinate:
     def __init__(self, dsn: str) -> None:
         import procrastinate
 
-        self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-            conninfo=dsn, min_size=2, max_size=12))
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=dsn, min_size=2, max_size=12)
+        )
 
         @self.app.task(name="noop")
         async def noop() -> None:
@@ -156,35 +168,55 @@ class Procrastinate:
             inserted = time.perf_counter() - began
             await control.execute("ANALYZE")
             began = time.perf_counter()
-            await self.app.run_worker_async(concurrency=CONCURRENCY, wait=False,
-                                            install_signal_handlers=False)
+            await self.app.run_worker_async(
+                concurrency=CONCURRENCY, wait=False, install_signal_handlers=False
+            )
             seconds = time.perf_counter() - began
         await bench.settle_stats(control, None)
         after = await bench.read_counters(control, version)
         done = await control.fetchval(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' AND attempts <= 1")
-        return bench.DrainRun(jobs, seconds, inserted, before.per_job(after, jobs),
-                              f"{done}/{jobs} succeeded", done == jobs)
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' AND attempts <= 1"
+        )
+        return bench.DrainRun(
+            jobs,
+            seconds,
+            inserted,
+            before.per_job(after, jobs),
+            f"{done}/{jobs} succeeded",
+            done == jobs,
+        )
 
     async def claims(self, control: asyncpg.Connection, count: int) -> list[float]:
         await self._reset(control)
         async with self.app.open_async():
-            worker = asyncio.create_task(self.app.run_worker_async(
-                concurrency=CONCURRENCY, wait=True, install_signal_handlers=False))
+            worker = asyncio.create_task(
+                self.app.run_worker_async(
+                    concurrency=CONCURRENCY, wait=True, install_signal_handlers=False
+                )
+            )
             try:
                 await wait_listening(control)
                 stamped = await bench.paced_inserts(self.noop.defer_async, count)
-                await wait_for(control, "SELECT count(*) FROM procrastinate_jobs "
-                               "WHERE id = ANY($1) AND status = 'succeeded'", [i for i, _ in stamped])
+                await wait_for(
+                    control,
+                    "SELECT count(*) FROM procrastinate_jobs "
+                    "WHERE id = ANY($1) AND status = 'succeeded'",
+                    [i for i, _ in stamped],
+                )
             finally:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
-        return await claim_ms(control, "SELECT job_id, extract(epoch FROM at)::float8 FROM "
-                              "procrastinate_events WHERE type = 'started' AND job_id = ANY($1)", stamped)
+        return await claim_ms(
+            control,
+            "SELECT job_id, extract(epoch FROM at)::float8 FROM "
+            "procrastinate_events WHERE type = 'started' AND job_id = ANY($1)",
+            stamped,
+        )
 
 
 # -- PgQueuer ---------------------------------------------------------------------------------
+
 
 class PgQueuer:
     def __init__(self, dsn: str, batch_size: int, max_tasks: int | None) -> None:
@@ -263,10 +295,17 @@ class PgQueuer:
         row = await control.fetchrow(
             "SELECT count(*) FILTER (WHERE status = 'successful') AS ok, "
             "count(*) FILTER (WHERE status = 'picked') AS picked, "
-            "(SELECT count(*) FROM pgqueuer) AS left FROM pgqueuer_log")
+            "(SELECT count(*) FROM pgqueuer) AS left FROM pgqueuer_log"
+        )
         ok = row["ok"] == row["picked"] == jobs and row["left"] == 0
-        return bench.DrainRun(jobs, seconds, inserted, before.per_job(after, jobs),
-                              f"{row['ok']}/{jobs} successful, {row['picked']} picks, {row['left']} left", ok)
+        return bench.DrainRun(
+            jobs,
+            seconds,
+            inserted,
+            before.per_job(after, jobs),
+            f"{row['ok']}/{jobs} successful, {row['picked']} picks, {row['left']} left",
+            ok,
+        )
 
     async def claims(self, control: asyncpg.Connection, count: int) -> list[float]:
         await self._reset(control)
@@ -279,25 +318,44 @@ class PgQueuer:
                     return (await queries.enqueue("noop", None))[0]
 
                 stamped = await bench.paced_inserts(enqueue, count)
-                await wait_for(control, "SELECT count(*) FROM pgqueuer_log "
-                               "WHERE job_id = ANY($1) AND status = 'successful'", [i for i, _ in stamped])
+                await wait_for(
+                    control,
+                    "SELECT count(*) FROM pgqueuer_log "
+                    "WHERE job_id = ANY($1) AND status = 'successful'",
+                    [i for i, _ in stamped],
+                )
             finally:
                 qm.shutdown.set()
                 await worker
-        return await claim_ms(control, "SELECT job_id, extract(epoch FROM created)::float8 FROM "
-                              "pgqueuer_log WHERE status = 'picked' AND job_id = ANY($1)", stamped)
+        return await claim_ms(
+            control,
+            "SELECT job_id, extract(epoch FROM created)::float8 FROM "
+            "pgqueuer_log WHERE status = 'picked' AND job_id = ANY($1)",
+            stamped,
+        )
 
 
 # -- the run ----------------------------------------------------------------------------------
+
 
 async def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     # "App is instantiated in the main Python module": true, and harmless here.
     logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
     contenders = [
-        Contender("sitemap-worker", f"concurrency {CONCURRENCY}; claim: separate process", "sitemap_bench_ours"),
-        Contender("procrastinate 3.10.0", f"concurrency={CONCURRENCY}, pool 2..12", "sitemap_bench_procrastinate"),
-        Contender("PgQueuer 1.6.0", "defaults: 1 QM, batch 10, no task cap", "sitemap_bench_pgqueuer"),
+        Contender(
+            "sitemap-worker",
+            f"concurrency {CONCURRENCY}; claim: separate process",
+            "sitemap_bench_ours",
+        ),
+        Contender(
+            "procrastinate 3.10.0",
+            f"concurrency={CONCURRENCY}, pool 2..12",
+            "sitemap_bench_procrastinate",
+        ),
+        Contender(
+            "PgQueuer 1.6.0", "defaults: 1 QM, batch 10, no task cap", "sitemap_bench_pgqueuer"
+        ),
         Contender("PgQueuer 1.6.0", "1 QM, batch 5, max 10 tasks", "sitemap_bench_pgqueuer"),
     ]
     async with server(args.dsn) as base:
@@ -313,12 +371,17 @@ async def main(args: argparse.Namespace) -> int:
             print("queue_vs_peers:", " ".join(sys.argv), flush=True)
             for line in bench.environment_lines(facts, base):
                 print(line, flush=True)
-            print(f"method:    drain {args.jobs:,} jobs x {args.repeat} interleaved; claim latency "
-                  f"{args.latency_jobs} jobs 20 ms apart x {args.repeat} interleaved", flush=True)
-            drivers = [Ours(with_database(base, contenders[0].database)),
-                       Procrastinate(with_database(base, contenders[1].database)),
-                       PgQueuer(with_database(base, contenders[2].database), 10, None),
-                       PgQueuer(with_database(base, contenders[3].database), 5, 10)]
+            print(
+                f"method:    drain {args.jobs:,} jobs x {args.repeat} interleaved; claim latency "
+                f"{args.latency_jobs} jobs 20 ms apart x {args.repeat} interleaved",
+                flush=True,
+            )
+            drivers = [
+                Ours(with_database(base, contenders[0].database)),
+                Procrastinate(with_database(base, contenders[1].database)),
+                PgQueuer(with_database(base, contenders[2].database), 10, None),
+                PgQueuer(with_database(base, contenders[3].database), 5, 10),
+            ]
             for c, d in zip(contenders, drivers, strict=True):
                 await d.setup(controls[c.database])
             version = facts["version_num"]
@@ -329,15 +392,22 @@ async def main(args: argparse.Namespace) -> int:
                     c.costs.append(run.cost)
                     c.checks.append(run.check)
                     c.ok &= run.ok
-                    print(f"drain {rep + 1}/{args.repeat} {c.name} ({c.config}): {run.rate:,.0f} jobs/s "
-                          f"in {run.seconds:.2f} s (enqueue {run.insert_seconds:.2f} s); {run.check}",
-                          flush=True)
+                    print(
+                        f"drain {rep + 1}/{args.repeat} {c.name} ({c.config}): {run.rate:,.0f} jobs/s "
+                        f"in {run.seconds:.2f} s (enqueue {run.insert_seconds:.2f} s); {run.check}",
+                        flush=True,
+                    )
             for rep in range(args.repeat):
                 for c, d in zip(contenders, drivers, strict=True):
-                    summary = bench.latency_summary(await d.claims(controls[c.database], args.latency_jobs))
+                    summary = bench.latency_summary(
+                        await d.claims(controls[c.database], args.latency_jobs)
+                    )
                     c.claims.append(summary)
-                    print(f"claim {rep + 1}/{args.repeat} {c.name} ({c.config}): "
-                          + ", ".join(f"{k} {v:.3f} ms" for k, v in summary.items()), flush=True)
+                    print(
+                        f"claim {rep + 1}/{args.repeat} {c.name} ({c.config}): "
+                        + ", ".join(f"{k} {v:.3f} ms" for k, v in summary.items()),
+                        flush=True,
+                    )
         finally:
             for conn in controls.values():
                 await conn.close()
@@ -357,23 +427,55 @@ def _costs(c: Contender, key: str, fmt: str = ".2f") -> str:
 def report(contenders: list[Contender]) -> None:
     rows = []
     for c in contenders:
-        claim = {k: bench.spread([s[k] for s in c.claims], ".2f") for k in ("p50", "p95", "p99", "max")}
-        rows.append((c.name, c.config, bench.spread(c.rates), _costs(c, "commits"),
-                     _costs(c, "write_xids"), _costs(c, "wal_syncs"), claim["p50"], claim["p95"],
-                     claim["p99"], claim["max"]))
+        claim = {
+            k: bench.spread([s[k] for s in c.claims], ".2f") for k in ("p50", "p95", "p99", "max")
+        }
+        rows.append(
+            (
+                c.name,
+                c.config,
+                bench.spread(c.rates),
+                _costs(c, "commits"),
+                _costs(c, "write_xids"),
+                _costs(c, "wal_syncs"),
+                claim["p50"],
+                claim["p95"],
+                claim["p99"],
+                claim["max"],
+            )
+        )
     print()
-    print(table(("worker", "config", "jobs/s", "commits/job", "write xids/job", "WAL syncs/job",
-                       "claim p50 ms", "claim p95 ms", "claim p99 ms", "claim max ms"), rows))
+    print(
+        table(
+            (
+                "worker",
+                "config",
+                "jobs/s",
+                "commits/job",
+                "write xids/job",
+                "WAL syncs/job",
+                "claim p50 ms",
+                "claim p95 ms",
+                "claim p99 ms",
+                "claim max ms",
+            ),
+            rows,
+        )
+    )
     ours, pgq = contenders[0], contenders[2]
     ratio = statistics.median(ours.rates) / statistics.median(pgq.rates)
     per_rep = ", ".join(f"{a / b:.2f}x" for a, b in zip(ours.rates, pgq.rates, strict=True))
     p50 = statistics.median(s["p50"] for s in ours.claims)
     p99 = statistics.median(s["p99"] for s in ours.claims)
     print()
-    print(f"drain, ours / PgQueuer defaults: {ratio:.2f}x of medians (per repetition {per_rep}); "
-          f"target >= 2x: {'met' if ratio >= 2 else 'MISSED'}")
-    print(f"claim, ours: p50 {p50:.3f} ms (target <= 0.3: {'met' if p50 <= 0.3 else 'MISSED'}), "
-          f"p99 {p99:.3f} ms (target <= 3: {'met' if p99 <= 3 else 'MISSED'})")
+    print(
+        f"drain, ours / PgQueuer defaults: {ratio:.2f}x of medians (per repetition {per_rep}); "
+        f"target >= 2x: {'met' if ratio >= 2 else 'MISSED'}"
+    )
+    print(
+        f"claim, ours: p50 {p50:.3f} ms (target <= 0.3: {'met' if p50 <= 0.3 else 'MISSED'}), "
+        f"p99 {p99:.3f} ms (target <= 3: {'met' if p99 <= 3 else 'MISSED'})"
+    )
 
 
 def parse_args() -> argparse.Namespace:

@@ -35,11 +35,15 @@ def generate(folder: Path, files: int, per_file: int, origin: str) -> int:
         with open(folder / f"part-{f}.xml", "w", encoding="utf-8") as out:
             out.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="{NS}">\n')
             for i in range(per_file):
-                out.write(f"<url><loc>https://shop.example/c{f}/product-{i}?ref=s{i % 7}</loc>"
-                          f"<lastmod>2026-11-{i % 28 + 1:02d}</lastmod><priority>0.5</priority></url>\n")
+                out.write(
+                    f"<url><loc>https://shop.example/c{f}/product-{i}?ref=s{i % 7}</loc>"
+                    f"<lastmod>2026-11-{i % 28 + 1:02d}</lastmod><priority>0.5</priority></url>\n"
+                )
             out.write("</urlset>\n")
     entries = "".join(f"<sitemap><loc>{origin}/part-{f}.xml</loc></sitemap>" for f in range(files))
-    (folder / "sitemap_index.xml").write_text(f'<sitemapindex xmlns="{NS}">{entries}</sitemapindex>')
+    (folder / "sitemap_index.xml").write_text(
+        f'<sitemapindex xmlns="{NS}">{entries}</sitemapindex>'
+    )
     (folder / "robots.txt").write_text(f"Sitemap: {origin}/sitemap_index.xml\n")
     return files * per_file
 
@@ -75,8 +79,11 @@ async def serve_folder(folder: Path) -> tuple[web.AppRunner, str]:
 async def run_worker(urls: Urls) -> tuple[int, str, float]:
     """Exit status, stderr and CPU seconds (user + system) of one burst worker process."""
     before = _children_cpu()
-    env = {"DATABASE_URL": urls.work, "LISTEN_DATABASE_URL": urls.direct,
-           "WORKER_ALLOW_PRIVATE_NETWORKS": "true"}
+    env = {
+        "DATABASE_URL": urls.work,
+        "LISTEN_DATABASE_URL": urls.direct,
+        "WORKER_ALLOW_PRIVATE_NETWORKS": "true",
+    }
     proc = await WorkerProcess.start(env, "run", "--burst", "--no-migrate", "--concurrency", "1")
     code = await proc.wait(timeout=None)  # as long as the scan takes
     return code, proc.log(), _children_cpu() - before
@@ -99,8 +106,14 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
             _, reading_s = bare_lxml(folder, files, read_fields=True)
             conn = await connections.connect(urls.direct, settings)
             try:
-                [row] = await conn.fetch(q("enqueue_many"), "sitemap_scan",
-                                         [json.dumps({"domain": origin})], 0, None, None)
+                [row] = await conn.fetch(
+                    q("enqueue_many"),
+                    "sitemap_scan",
+                    [json.dumps({"domain": origin})],
+                    0,
+                    None,
+                    None,
+                )
                 job_id = row["id"]
                 code, log, cpu = await run_worker(urls)
                 job = await conn.fetchrow(q("get_job"), job_id)
@@ -115,15 +128,27 @@ async def run_scan_bench(urls: Urls, settings: Settings, args: argparse.Namespac
     bare_rate, scan_rate = counted / bare_s, stored / took if took else 0.0
     reading_rate = counted / reading_s
     print("sitemap-worker bench scan")
-    print(f"files:     index + {files} x {per_file:,} URLs ({size / 2**20:.1f} MB), served from 127.0.0.1")
-    print(f"bare lxml: {counted:,} URLs in {bare_s:.2f} s = {bare_rate:,.0f} URLs/s (iterparse, clear)")
-    print(f"           {counted:,} URLs in {reading_s:.2f} s = {reading_rate:,.0f} URLs/s"
-          " (iterparse, clear, reading loc and lastmod)")
-    print(f"scan job:  {job['status']}, {stored:,} URLs stored in {took:.2f} s (finished_at - started_at)"
-          f" = {scan_rate:,.0f} URLs/s")
-    print(f"ratio:     {scan_rate / bare_rate:.2f}x bare lxml (target >= 0.4x); "
-          f"{scan_rate / reading_rate:.2f}x the reading baseline")
+    print(
+        f"files:     index + {files} x {per_file:,} URLs ({size / 2**20:.1f} MB), served from 127.0.0.1"
+    )
+    print(
+        f"bare lxml: {counted:,} URLs in {bare_s:.2f} s = {bare_rate:,.0f} URLs/s (iterparse, clear)"
+    )
+    print(
+        f"           {counted:,} URLs in {reading_s:.2f} s = {reading_rate:,.0f} URLs/s"
+        " (iterparse, clear, reading loc and lastmod)"
+    )
+    print(
+        f"scan job:  {job['status']}, {stored:,} URLs stored in {took:.2f} s (finished_at - started_at)"
+        f" = {scan_rate:,.0f} URLs/s"
+    )
+    print(
+        f"ratio:     {scan_rate / bare_rate:.2f}x bare lxml (target >= 0.4x); "
+        f"{scan_rate / reading_rate:.2f}x the reading baseline"
+    )
     print(f"stored:    {'every URL exactly once' if stored == total else f'{stored} of {total}'}")
-    print(f"worker:    peak RSS {peak.group(1) if peak else '?'} MiB (target < 150 MiB); "
-          f"CPU {cpu:.2f} s (user + system, start-up included); exit {code}")
+    print(
+        f"worker:    peak RSS {peak.group(1) if peak else '?'} MiB (target < 150 MiB); "
+        f"CPU {cpu:.2f} s (user + system, start-up included); exit {code}"
+    )
     return 0 if job["status"] == "completed" and stored == total else 1

@@ -26,7 +26,9 @@ NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 @pytest.fixture(scope="module")
 def restartable_pg(pg_base: Path, request: pytest.FixtureRequest) -> Iterator[RestartablePostgres]:
     """A cluster of this module's own, with a migrated template database."""
-    server = RestartablePostgres(pg_base / f"restartable-{request.module.__name__.rsplit('.', 1)[-1]}")
+    server = RestartablePostgres(
+        pg_base / f"restartable-{request.module.__name__.rsplit('.', 1)[-1]}"
+    )
     server.start()
     try:
         with psycopg.connect(server.dsn_for(), autocommit=True) as conn:
@@ -54,8 +56,9 @@ def restartable_db(restartable_pg: RestartablePostgres) -> Iterator[str]:
 
 
 @pytest.fixture
-async def restartable_conn(restartable_pg: RestartablePostgres,
-                           restartable_db: str) -> AsyncIterator[asyncpg.Connection]:
+async def restartable_conn(
+    restartable_pg: RestartablePostgres, restartable_db: str
+) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(restartable_pg.dsn_for(restartable_db))
     yield conn
     conn.terminate()

@@ -34,7 +34,9 @@ def urlset(locs: list[str]) -> bytes:
 
 def sitemap_index(locs: list[str]) -> bytes:
     body = "".join(f"<sitemap><loc>{loc}</loc></sitemap>" for loc in locs)
-    return f'<?xml version="1.0" encoding="UTF-8"?><sitemapindex {NS}>{body}</sitemapindex>'.encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><sitemapindex {NS}>{body}</sitemapindex>'.encode()
+    )
 
 
 def pages(site: Site, prefix: str, n: int) -> list[str]:
@@ -50,7 +52,8 @@ async def site() -> AsyncIterator[Site]:
 async def enqueue_scan(conn: asyncpg.Connection, domain: str, **payload: object) -> int:
     return await conn.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": domain, **payload}))
+        json.dumps({"domain": domain, **payload}),
+    )
 
 
 async def poll(conn: asyncpg.Connection, sql: str, *args: object, timeout: float = 20.0) -> object:
@@ -80,19 +83,28 @@ async def finish_elsewhere(spawn: Spawn, watcher: StatusWatcher, job_id: int) ->
     return row
 
 
-async def check_scan(conn: asyncpg.Connection, watcher: StatusWatcher, job_id: int,
-                     expected: set[str], files: dict[str, int], attempts: int = 2) -> None:
+async def check_scan(
+    conn: asyncpg.Connection,
+    watcher: StatusWatcher,
+    job_id: int,
+    expected: set[str],
+    files: dict[str, int],
+    attempts: int = 2,
+) -> None:
     """The invariants after a kill and a re-run: every URL once, no URL lost, one finished
     row per document (`files`: url -> page URLs it lists, 0 for an index), one completion,
     and `attempts` (one per kill, plus the run that finished)."""
     job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     assert job["status"] == "completed" and job["attempts"] == attempts, dict(job)
     assert job["owner"] is None and job["progress"] == 1
-    locs = [r["loc"] for r in await conn.fetch("SELECT loc FROM sitemap_urls WHERE job_id = $1", job_id)]
+    locs = [
+        r["loc"] for r in await conn.fetch("SELECT loc FROM sitemap_urls WHERE job_id = $1", job_id)
+    ]
     dupes = [loc for loc, n in Counter(locs).items() if n > 1]
     assert not dupes, f"stored twice: {dupes[:5]}"
-    assert set(locs) == expected, (f"lost {len(expected - set(locs))}, "
-                                   f"unexpected {len(set(locs) - expected)}")
+    assert set(locs) == expected, (
+        f"lost {len(expected - set(locs))}, unexpected {len(set(locs) - expected)}"
+    )
     rows = await conn.fetch("SELECT * FROM sitemap_files WHERE job_id = $1", job_id)
     by_url = Counter(r["url"] for r in rows)
     assert max(by_url.values()) == 1, f"one document, several rows: {by_url.most_common(3)}"
@@ -108,8 +120,9 @@ async def check_scan(conn: asyncpg.Connection, watcher: StatusWatcher, job_id: i
     assert len(completions) == 1, watcher.events
 
 
-async def test_kill_after_claim_while_robots_txt_is_held(spawn: Spawn, direct: asyncpg.Connection,
-                                                         watcher: StatusWatcher, site: Site) -> None:
+async def test_kill_after_claim_while_robots_txt_is_held(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """Killed after the claim, before anything was stored: the re-run does it all."""
     a, b = pages(site, "a", 300), pages(site, "b", 300)
     site.add("/robots.txt", f"Sitemap: {site.url('/index.xml')}\n")
@@ -125,10 +138,17 @@ async def test_kill_after_claim_while_robots_txt_is_held(spawn: Spawn, direct: a
     assert row["status"] == "processing" and row["attempts"] == 1 and row["owner"]
     await kill(worker)
     release.set()
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_files WHERE job_id = $1", job_id) == 0
+    assert (
+        await direct.fetchval("SELECT count(*) FROM sitemap_files WHERE job_id = $1", job_id) == 0
+    )
     await finish_elsewhere(spawn, watcher, job_id)
-    await check_scan(direct, watcher, job_id, set(a) | set(b),
-                     {site.url("/index.xml"): 0, site.url("/a.xml"): 300, site.url("/b.xml"): 300})
+    await check_scan(
+        direct,
+        watcher,
+        job_id,
+        set(a) | set(b),
+        {site.url("/index.xml"): 0, site.url("/a.xml"): 300, site.url("/b.xml"): 300},
+    )
     assert site.hits["/robots.txt"] == 2 and site.hits["/a.xml"] == 1
 
 
@@ -142,46 +162,66 @@ def split_site(site: Site, total: int = 5000, sent: int = 3000) -> tuple[list[st
     return locs, site.add_split("/big.xml", body, at=at)
 
 
-async def kill_mid_file(spawn: Spawn, direct: asyncpg.Connection, site: Site,
-                        **payload: object) -> tuple[int, int]:
+async def kill_mid_file(
+    spawn: Spawn, direct: asyncpg.Connection, site: Site, **payload: object
+) -> tuple[int, int]:
     """Start a scan of split_site, kill the worker once a first chunk of /big.xml is
     stored; returns (job id, URLs stored before the kill)."""
     worker = await spawn("run", **SCAN_ENV)
     job_id = await enqueue_scan(direct, site.origin, **payload)
     async with asyncio.timeout(15):
         await site.arrival("/big.xml").wait()
-    stored = await poll(direct, "SELECT nullif(count(*), 0) FROM sitemap_urls WHERE job_id = $1", job_id)
+    stored = await poll(
+        direct, "SELECT nullif(count(*), 0) FROM sitemap_urls WHERE job_id = $1", job_id
+    )
     await kill(worker)
     return job_id, int(stored)
 
 
-async def test_kill_mid_file_after_a_chunk_was_stored(spawn: Spawn, direct: asyncpg.Connection,
-                                                      watcher: StatusWatcher, site: Site) -> None:
+async def test_kill_mid_file_after_a_chunk_was_stored(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """Killed with part of one file's URLs committed: the re-run stores only the rest."""
     locs, release = split_site(site)
     job_id, stored = await kill_mid_file(spawn, direct, site)
     assert 0 < stored < len(locs)
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == stored
-    assert await direct.fetchval("SELECT http_status FROM sitemap_files WHERE job_id = $1 AND url = $2",
-                                 job_id, site.url("/big.xml")) is None  # killed inside the file
+    assert (
+        await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id)
+        == stored
+    )
+    assert (
+        await direct.fetchval(
+            "SELECT http_status FROM sitemap_files WHERE job_id = $1 AND url = $2",
+            job_id,
+            site.url("/big.xml"),
+        )
+        is None
+    )  # killed inside the file
     release.set()
     await finish_elsewhere(spawn, watcher, job_id)
     await check_scan(direct, watcher, job_id, set(locs), {site.url("/big.xml"): len(locs)})
 
 
-async def wait_until_only_open(conn: asyncpg.Connection, job_id: int, held: str | list[str],
-                               done: str) -> None:
+async def wait_until_only_open(
+    conn: asyncpg.Connection, job_id: int, held: str | list[str], done: str
+) -> None:
     """Until `done` is finished and every other sitemap_files row of the job but the held
     documents' too (files go 4 at a time, so others fetched alongside them finish first): a
     bounded poll, as finishing a file changes no job status."""
-    await poll(conn, "SELECT array_agg(url ORDER BY url) FILTER (WHERE http_status IS NULL) = $2::text[]"
-               " AND bool_or(url = $3 AND http_status IS NOT NULL)"
-               " FROM sitemap_files WHERE job_id = $1", job_id,
-               sorted([held] if isinstance(held, str) else held), done)
+    await poll(
+        conn,
+        "SELECT array_agg(url ORDER BY url) FILTER (WHERE http_status IS NULL) = $2::text[]"
+        " AND bool_or(url = $3 AND http_status IS NOT NULL)"
+        " FROM sitemap_files WHERE job_id = $1",
+        job_id,
+        sorted([held] if isinstance(held, str) else held),
+        done,
+    )
 
 
-async def test_kill_between_files_of_an_index(spawn: Spawn, direct: asyncpg.Connection,
-                                              watcher: StatusWatcher, site: Site) -> None:
+async def test_kill_between_files_of_an_index(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """Killed with the first child of an index finished, the next four held open (every
     file slot busy) and the last never requested: the re-run fills in exactly what is
     missing."""
@@ -200,10 +240,16 @@ async def test_kill_between_files_of_an_index(spawn: Spawn, direct: asyncpg.Conn
     async with asyncio.timeout(15):
         for n in held:
             await site.arrival(f"/{n}.xml").wait()
-    await wait_until_only_open(direct, job_id, [site.url(f"/{n}.xml") for n in held], site.url("/a.xml"))
+    await wait_until_only_open(
+        direct, job_id, [site.url(f"/{n}.xml") for n in held], site.url("/a.xml")
+    )
     await kill(worker)
-    finished = {r["url"] for r in await direct.fetch(
-        "SELECT url FROM sitemap_files WHERE job_id = $1 AND http_status = 200", job_id)}
+    finished = {
+        r["url"]
+        for r in await direct.fetch(
+            "SELECT url FROM sitemap_files WHERE job_id = $1 AND http_status = 200", job_id
+        )
+    }
     done = [n for n in names if site.url(f"/{n}.xml") in finished]
     assert done == ["a"], done
     stored = await direct.fetch("SELECT loc FROM sitemap_urls WHERE job_id = $1", job_id)
@@ -222,15 +268,20 @@ async def wait_for_lock_wait(conn: asyncpg.Connection, statement: str) -> list[s
     returns the wait events (`advisory`, `tuple`, `transactionid`). pg_stat_activity sends
     no notification, so this is a bounded poll; `conn` must not be inside a transaction
     (the view is a snapshot taken once per transaction)."""
-    return list(await poll(
-        conn, "SELECT nullif(array_agg(wait_event::text), '{}') FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = 'sitemap-worker'"
-        " AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'", statement))
+    return list(
+        await poll(
+            conn,
+            "SELECT nullif(array_agg(wait_event::text), '{}') FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'sitemap-worker'"
+            " AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+            statement,
+        )
+    )
 
 
-async def test_kill_during_final_status_write_of_a_scan(spawn: Spawn, direct: asyncpg.Connection,
-                                                        direct_dsn: str, watcher: StatusWatcher,
-                                                        site: Site) -> None:
+async def test_kill_during_final_status_write_of_a_scan(
+    spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher, site: Site
+) -> None:
     """All work committed, the `completed` write blocked on a lock, then kill -9: the write
     never commits (the killed backend's transaction rolls back), and the re-run completes
     the job once, with the same stored set.
@@ -255,7 +306,9 @@ async def test_kill_during_final_status_write_of_a_scan(spawn: Spawn, direct: as
         worker = await spawn("run", **SCAN_ENV)
         job_id = await enqueue_scan(direct, site.origin)
         assert await wait_for_lock_wait(direct, "sitemap_worker_complete") == ["advisory"]
-        stored = await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id)
+        stored = await direct.fetchval(
+            "SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id
+        )
         assert stored == len(locs)  # the work is all committed; only the status is not
         await kill(worker)
         await tx.rollback()  # the killed backend's UPDATE now runs, then finds its client gone
@@ -266,13 +319,15 @@ async def test_kill_during_final_status_write_of_a_scan(spawn: Spawn, direct: as
 
 
 async def test_kill_during_final_write_blocked_by_a_row_lock_on_the_job(
-        spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher) -> None:
+    spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher
+) -> None:
     """The literal row-lock variant on a noop (no phases to block): the test holds
     `SELECT ... FOR UPDATE` on the job row, the worker's `completed` write waits on it
     (pg_stat_activity says so), kill -9, release: the job runs again and completes once."""
     worker = await spawn("run")
     job_id = await direct.fetchval(
-        "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{\"seconds\": 1.5}') RETURNING id")
+        "INSERT INTO jobs (job_type, payload) VALUES ('noop', '{\"seconds\": 1.5}') RETURNING id"
+    )
     await watcher.wait_for(job_id, "processing")
     holder = await asyncpg.connect(direct_dsn)
     try:
@@ -293,7 +348,8 @@ async def test_kill_during_final_write_blocked_by_a_row_lock_on_the_job(
 
 @pytest.mark.slow
 async def test_three_kills_at_wherever_a_large_scan_has_got_to(
-        spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site) -> None:
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """An index of 20 files of 2,000 URLs; three workers in turn are killed once the job
     has 8,000, 16,000 and 24,000 URLs stored (wherever each one is in its walk, each
     re-run starting over from robots.txt), the last file held so that no run can finish
@@ -308,11 +364,18 @@ async def test_three_kills_at_wherever_a_large_scan_has_got_to(
     release = site.hold(f"/{names[-1]}.xml")
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload, max_attempts) VALUES ('sitemap_scan', $1::jsonb, 5)"
-        " RETURNING id", json.dumps({"domain": site.origin}))
+        " RETURNING id",
+        json.dumps({"domain": site.origin}),
+    )
     for attempt, threshold in enumerate((8000, 16000, 24000), start=1):
         worker = await spawn("run", **SCAN_ENV)
-        await poll(direct, "SELECT count(*) >= $2 FROM sitemap_urls WHERE job_id = $1",
-                   job_id, threshold, timeout=60)
+        await poll(
+            direct,
+            "SELECT count(*) >= $2 FROM sitemap_urls WHERE job_id = $1",
+            job_id,
+            threshold,
+            timeout=60,
+        )
         await kill(worker)
         row = await direct.fetchrow("SELECT status, attempts FROM jobs WHERE id = $1", job_id)
         assert row["status"] == "processing" and row["attempts"] == attempt, dict(row)
@@ -329,19 +392,25 @@ async def test_three_kills_at_wherever_a_large_scan_has_got_to(
 
 
 async def test_result_url_count_after_kill_counts_urls_stored_before_it(
-        spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site) -> None:
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """The result of a re-run job says how many URLs the job stored, not how many this
     attempt added."""
     locs, release = split_site(site)
     job_id, stored = await kill_mid_file(spawn, direct, site)
     release.set()
     row = await finish_elsewhere(spawn, watcher, job_id)
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == len(locs)
-    assert json.loads(row["result"])["url_count"] == len(locs), f"{stored} were stored before the kill"
+    assert await direct.fetchval(
+        "SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id
+    ) == len(locs)
+    assert json.loads(row["result"])["url_count"] == len(locs), (
+        f"{stored} were stored before the kill"
+    )
 
 
-async def test_max_urls_holds_across_a_kill(spawn: Spawn, direct: asyncpg.Connection,
-                                            watcher: StatusWatcher, site: Site) -> None:
+async def test_max_urls_holds_across_a_kill(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher, site: Site
+) -> None:
     """max_urls caps what the job stores, however many attempts it took: one file stored
     whole, the worker killed while the second is held, the re-run must stop at the cap."""
     cap = 4000
@@ -356,7 +425,9 @@ async def test_max_urls_holds_across_a_kill(spawn: Spawn, direct: asyncpg.Connec
         await site.arrival("/two.xml").wait()
     await wait_until_only_open(direct, job_id, site.url("/two.xml"), site.url("/one.xml"))
     await kill(worker)
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 2000
+    assert (
+        await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 2000
+    )
     release.set()
     await finish_elsewhere(spawn, watcher, job_id)
     total = await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id)

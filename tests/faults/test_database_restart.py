@@ -51,9 +51,14 @@ PICKUP_SLACK = 0.5
 def worker_env(restartable_pg: RestartablePostgres, restartable_db: str) -> dict[str, str]:
     """The worker on the restartable cluster, direct for both work and LISTEN."""
     dsn = restartable_pg.dsn_for(restartable_db)
-    return {**FAST, "DATABASE_URL": dsn, "LISTEN_DATABASE_URL": dsn,
-            "WORKER_POLL_INTERVAL": str(POLL), "WORKER_LEASE": str(LEASE),
-            "WORKER_LISTENER_MAX_BACKOFF": "2"}
+    return {
+        **FAST,
+        "DATABASE_URL": dsn,
+        "LISTEN_DATABASE_URL": dsn,
+        "WORKER_POLL_INTERVAL": str(POLL),
+        "WORKER_LEASE": str(LEASE),
+        "WORKER_LISTENER_MAX_BACKOFF": "2",
+    }
 
 
 @pytest.fixture
@@ -65,9 +70,13 @@ async def insert_noops(dsn: str, *seconds: float) -> list[int]:
     """One connection per call: a longer-lived one may have died with the server."""
     conn = await asyncpg.connect(dsn)
     try:
-        return [await conn.fetchval(
-            "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
-            json.dumps({"seconds": s})) for s in seconds]
+        return [
+            await conn.fetchval(
+                "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
+                json.dumps({"seconds": s}),
+            )
+            for s in seconds
+        ]
     finally:
         await conn.close()
 
@@ -77,7 +86,9 @@ async def flush_wal(conn: asyncpg.Connection) -> None:
     synchronous_commit off (by design: a lost claim only makes the job runnable again), so
     a crash within ~200 ms of one loses it. WAL is flushed in order, so flushing now makes
     every earlier commit durable. The variants that accept lost claims skip this."""
-    await conn.execute("SELECT pg_logical_emit_message(false, 'sitemap-worker-test', 'flush', true)")
+    await conn.execute(
+        "SELECT pg_logical_emit_message(false, 'sitemap-worker-test', 'flush', true)"
+    )
 
 
 def count(worker: WorkerProcess, pattern: str) -> int:
@@ -111,8 +122,9 @@ class AllRunsEnded:
         return run_ends(self.worker, self.job_id) >= starts(self.worker, self.job_id)
 
 
-async def outage(server: RestartablePostgres, worker: WorkerProcess, mode: ShutdownMode,
-                 seconds: float) -> tuple[Window, float]:
+async def outage(
+    server: RestartablePostgres, worker: WorkerProcess, mode: ShutdownMode, seconds: float
+) -> tuple[Window, float]:
     """Stop the server, keep it down for `seconds`, start it again. Returns what the worker
     did meanwhile and the monotonic instant the server accepted connections again."""
     window = Window(worker)
@@ -129,25 +141,33 @@ def assert_quiet(window: Window, max_lines: int = MAX_OUTAGE_LINES) -> None:
     """No log storm and no busy loop while the server was down."""
     assert len(window.lines) <= max_lines, "\n".join(window.lines)
     assert window.cpu <= MAX_OUTAGE_CPU_FRACTION * window.seconds + 0.05, (
-        f"{window.cpu:.2f} s CPU in a {window.seconds:.1f} s outage")
+        f"{window.cpu:.2f} s CPU in a {window.seconds:.1f} s outage"
+    )
 
 
 def report(label: str, window: Window, extra: str = "") -> None:
     """The figures, visible with -s."""
-    print(f"\n[{label}] outage {window.seconds:.1f} s: {len(window.lines)} log lines, "
-          f"{window.cpu:.3f} s CPU{extra}")
+    print(
+        f"\n[{label}] outage {window.seconds:.1f} s: {len(window.lines)} log lines, "
+        f"{window.cpu:.3f} s CPU{extra}"
+    )
 
 
-async def restart_while_jobs_run(spawn: Spawn, server: RestartablePostgres, dsn: str,
-                                 mode: ShutdownMode, outage_s: float) -> None:
+async def restart_while_jobs_run(
+    spawn: Spawn, server: RestartablePostgres, dsn: str, mode: ShutdownMode, outage_s: float
+) -> None:
     """Two jobs running across the outage (one ends while the server is down, one after it
     is back), two waiting for a free slot, one inserted right after recovery."""
     worker = await spawn("run", WORKER_CONCURRENCY="2")
     watcher = await StatusWatcher.open(dsn)
     ends_in_outage, ends_after, *waiting = await insert_noops(dsn, 0.5, outage_s + 2, 0, 0)
     await watcher.wait_for([ends_in_outage, ends_after], "processing", timeout=10)
-    assert await watcher.conn.fetchval(
-        "SELECT count(*) FROM jobs WHERE id = ANY($1::bigint[]) AND status = 'pending'", waiting) == 2
+    assert (
+        await watcher.conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1::bigint[]) AND status = 'pending'", waiting
+        )
+        == 2
+    )
     await flush_wal(watcher.conn)
 
     window, up_at = await outage(server, worker, mode, outage_s)
@@ -159,20 +179,34 @@ async def restart_while_jobs_run(spawn: Spawn, server: RestartablePostgres, dsn:
         rows = await watcher.wait_for(everything, "completed", timeout=outage_s + 20)
         # Claimed within one poll interval of the server accepting connections again,
         # whatever the listener's backoff is doing (started_at is the server's clock).
-        backlog = (await watcher.conn.fetchval(
-            "SELECT max(started_at) - pg_postmaster_start_time() FROM jobs WHERE id = ANY($1::bigint[])",
-            [*waiting, after])).total_seconds()
-        pickup = (await watcher.conn.fetchval(
-            "SELECT started_at - created_at FROM jobs WHERE id = $1", after)).total_seconds()
+        backlog = (
+            await watcher.conn.fetchval(
+                "SELECT max(started_at) - pg_postmaster_start_time() FROM jobs WHERE id = ANY($1::bigint[])",
+                [*waiting, after],
+            )
+        ).total_seconds()
+        pickup = (
+            await watcher.conn.fetchval(
+                "SELECT started_at - created_at FROM jobs WHERE id = $1", after
+            )
+        ).total_seconds()
         # The job that ended during the outage had its outcome written once the server was back.
         written_late = await watcher.conn.fetchval(
-            "SELECT finished_at > pg_postmaster_start_time() FROM jobs WHERE id = $1", ends_in_outage)
+            "SELECT finished_at > pg_postmaster_start_time() FROM jobs WHERE id = $1",
+            ends_in_outage,
+        )
     finally:
         await watcher.close()
-    report(mode, window, f"; backlog claimed {backlog:.2f} s after postmaster start; job "
-           f"inserted {inserted_after:.2f} s after recovery picked up in {pickup:.2f} s")
+    report(
+        mode,
+        window,
+        f"; backlog claimed {backlog:.2f} s after postmaster start; job "
+        f"inserted {inserted_after:.2f} s after recovery picked up in {pickup:.2f} s",
+    )
     assert pickup <= POLL * 1.1 + PICKUP_SLACK
-    assert backlog <= inserted_after + POLL * 1.1 + PICKUP_SLACK + 1.0  # +1: crash recovery, startup
+    assert (
+        backlog <= inserted_after + POLL * 1.1 + PICKUP_SLACK + 1.0
+    )  # +1: crash recovery, startup
     assert written_late
     for row in rows:  # each claimed once, run once, reported once
         assert row["attempts"] == 1 and row["error"] is None, dict(row)
@@ -186,15 +220,17 @@ async def restart_while_jobs_run(spawn: Spawn, server: RestartablePostgres, dsn:
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
-async def test_restart_while_jobs_run(spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str,
-                                      mode: ShutdownMode) -> None:
+async def test_restart_while_jobs_run(
+    spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str, mode: ShutdownMode
+) -> None:
     """Short variant: one 4 s outage in each shutdown mode, with jobs in flight."""
     await restart_while_jobs_run(spawn, restartable_pg, dsn, mode, OUTAGE)
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
-async def test_idle_worker_relistens_after_restart(spawn: Spawn, restartable_pg: RestartablePostgres,
-                                                    dsn: str, mode: ShutdownMode) -> None:
+async def test_idle_worker_relistens_after_restart(
+    spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str, mode: ShutdownMode
+) -> None:
     """An idle worker whose poll is far away (60 s): after the restart only its re-LISTENed
     connection (or the catch-up claim that comes with it) can wake it, so a prompt pickup
     proves the listener is listening again."""
@@ -213,15 +249,21 @@ async def test_idle_worker_relistens_after_restart(spawn: Spawn, restartable_pg:
     assert_quiet(window, max_lines=3)  # listener lost, cannot reconnect; nothing else to say
 
 
-async def test_outage_longer_than_lease_runs_each_job_once(spawn: Spawn, restartable_pg: RestartablePostgres,
-                                                           dsn: str) -> None:
+async def test_outage_longer_than_lease_runs_each_job_once(
+    spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str
+) -> None:
     """The server stays down longer than the lease while a job runs. When it is back the
     lease has expired, and the claim may hand the job out again, possibly to this very worker
     (it has a free slot). Whoever gets it, one worker must not run the job twice side by side:
     every run that starts is the one claim's run, and ends as completed or stopped, never as
     a leftover whose outcome is "not written"."""
-    worker = await spawn("run", WORKER_CONCURRENCY="2", WORKER_LEASE="2",
-                         WORKER_HEARTBEAT_INTERVAL="1.5", WORKER_POLL_INTERVAL="0.2")
+    worker = await spawn(
+        "run",
+        WORKER_CONCURRENCY="2",
+        WORKER_LEASE="2",
+        WORKER_HEARTBEAT_INTERVAL="1.5",
+        WORKER_POLL_INTERVAL="0.2",
+    )
     watcher = await StatusWatcher.open(dsn)
     [job_id] = await insert_noops(dsn, 6)
     await watcher.wait_for(job_id, "processing", timeout=10)
@@ -235,8 +277,10 @@ async def test_outage_longer_than_lease_runs_each_job_once(spawn: Spawn, restart
         await watcher.close()
     runs, ends = starts(worker, job_id), completions(worker, job_id)
     stopped = count(worker, rf"\bjob {job_id} noop stopped")
-    print(f"\nlease expired in the outage: attempts {row['attempts']}, runs started {runs}, "
-          f"completed {ends}, stopped {stopped}")
+    print(
+        f"\nlease expired in the outage: attempts {row['attempts']}, runs started {runs}, "
+        f"completed {ends}, stopped {stopped}"
+    )
     assert ends == 1
     assert count(worker, "not written") == 0, worker.log()
     assert runs == row["attempts"] == ends + stopped, worker.log()
@@ -244,28 +288,38 @@ async def test_outage_longer_than_lease_runs_each_job_once(spawn: Spawn, restart
 
 # -- long variants ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
-async def test_long_outage_stays_quiet_with_default_backoff(spawn: Spawn, restartable_pg: RestartablePostgres,
-                                                            dsn: str, mode: ShutdownMode) -> None:
+async def test_long_outage_stays_quiet_with_default_backoff(
+    spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str, mode: ShutdownMode
+) -> None:
     """A 15 s outage with the default listener backoff (up to 15 s) and poll (1 s): the log
     line count stays the same as for a short one, the second half of the outage is silent,
     and jobs still move within one poll interval of recovery."""
-    worker = await spawn("run", WORKER_CONCURRENCY="2", WORKER_POLL_INTERVAL="1",
-                         WORKER_HEARTBEAT_INTERVAL="2", WORKER_LEASE="30",
-                         WORKER_LISTENER_MAX_BACKOFF="15")
+    worker = await spawn(
+        "run",
+        WORKER_CONCURRENCY="2",
+        WORKER_POLL_INTERVAL="1",
+        WORKER_HEARTBEAT_INTERVAL="2",
+        WORKER_LEASE="30",
+        WORKER_LISTENER_MAX_BACKOFF="15",
+    )
     watcher = await StatusWatcher.open(dsn)
     [running] = await insert_noops(dsn, 3)  # ends (unwritable) in the first half of the outage
     await watcher.wait_for(running, "processing", timeout=10)
     await flush_wal(watcher.conn)
-    window, up_at = await outage(restartable_pg, worker, mode, 15.0)
+    window, _up_at = await outage(restartable_pg, worker, mode, 15.0)
     second_half = [line for line in window.lines if _after(line, window, 7.5)]
     [after] = await insert_noops(dsn, 0)
     watcher = await reopen_watcher(watcher, dsn)
     try:
         rows = await watcher.wait_for([running, after], "completed", timeout=30)
-        pickup = (await watcher.conn.fetchval(
-            "SELECT started_at - created_at FROM jobs WHERE id = $1", after)).total_seconds()
+        pickup = (
+            await watcher.conn.fetchval(
+                "SELECT started_at - created_at FROM jobs WHERE id = $1", after
+            )
+        ).total_seconds()
     finally:
         await watcher.close()
     report(f"long {mode}", window, f"; pickup after recovery {pickup:.2f} s")
@@ -285,8 +339,9 @@ def _after(line: str, window: Window, seconds: float) -> bool:
 
 
 @pytest.mark.slow
-async def test_repeated_restarts_under_load(spawn: Spawn, restartable_pg: RestartablePostgres,
-                                            dsn: str) -> None:
+async def test_repeated_restarts_under_load(
+    spawn: Spawn, restartable_pg: RestartablePostgres, dsn: str
+) -> None:
     """Six restarts, fast and immediate in turn, with no WAL flush first (so an immediate
     stop may lose fresh claims: those jobs simply run again), while 40 jobs of mixed length
     flow through two workers: every job ends completed, its completion written exactly once,
@@ -296,7 +351,7 @@ async def test_repeated_restarts_under_load(spawn: Spawn, restartable_pg: Restar
     ids: list[int] = []
     windows: list[Window] = []
     for round_no, mode in enumerate(["fast", "immediate"] * 3):
-        ids += await insert_noops(dsn, *seconds[round_no * 6:(round_no + 1) * 6])
+        ids += await insert_noops(dsn, *seconds[round_no * 6 : (round_no + 1) * 6])
         window, _ = await outage(restartable_pg, workers[round_no % 2], mode, 2.0)
         windows.append(window)
     ids += await insert_noops(dsn, *seconds[36:])
@@ -313,4 +368,6 @@ async def test_repeated_restarts_under_load(spawn: Spawn, restartable_pg: Restar
         assert worker.proc.returncode is None
     for window in windows:
         report("repeated", window)
-        assert_quiet(window, max_lines=MAX_OUTAGE_LINES + 2)  # + a leftover "reconnected"/"claiming again"
+        assert_quiet(
+            window, max_lines=MAX_OUTAGE_LINES + 2
+        )  # + a leftover "reconnected"/"claiming again"

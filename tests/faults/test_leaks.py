@@ -27,8 +27,11 @@ from tests.support.waits import StatusWatcher
 
 CONCURRENCY = 10
 POOL_SIZE = CONCURRENCY + 3  # WORKER_POOL_SIZE=0: concurrency + 3
-ENV = {"WORKER_ALLOW_PRIVATE_NETWORKS": "true", "WORKER_CONCURRENCY": str(CONCURRENCY),
-       "WORKER_LEASE": "30"}  # long enough that no lease can lapse on a busy 2-core machine
+ENV = {
+    "WORKER_ALLOW_PRIVATE_NETWORKS": "true",
+    "WORKER_CONCURRENCY": str(CONCURRENCY),
+    "WORKER_LEASE": "30",
+}  # long enough that no lease can lapse on a busy 2-core machine
 MiB = 1024 * 1024
 Spawn = Callable[..., Awaitable[WorkerProcess]]
 
@@ -59,12 +62,16 @@ class Sampler:
             rows = await self.conn.fetch(
                 "SELECT application_name, state, clock_timestamp() - state_change AS for, query"
                 "  FROM pg_stat_activity WHERE datname = current_database()"
-                "   AND application_name IN ('sitemap-worker', 'sitemap-worker-listener')")
+                "   AND application_name IN ('sitemap-worker', 'sitemap-worker-listener')"
+            )
         self.samples += 1
         self.peak = max(self.peak, len(rows))
         self.listeners.add(sum(r["application_name"] == "sitemap-worker-listener" for r in rows))
-        self.stuck += [dict(r) for r in rows if r["state"].startswith("idle in transaction")
-                       and r["for"].total_seconds() > 1]
+        self.stuck += [
+            dict(r)
+            for r in rows
+            if r["state"].startswith("idle in transaction") and r["for"].total_seconds() > 1
+        ]
         return len(rows)
 
     async def run(self) -> None:
@@ -73,9 +80,17 @@ class Sampler:
             await asyncio.sleep(0.1)
 
 
-async def run_rounds(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str,
-                     watcher: StatusWatcher, site: Site, *, noops: int, scans: int,
-                     rounds: int) -> None:
+async def run_rounds(
+    spawn: Spawn,
+    direct: asyncpg.Connection,
+    direct_dsn: str,
+    watcher: StatusWatcher,
+    site: Site,
+    *,
+    noops: int,
+    scans: int,
+    rounds: int,
+) -> None:
     worker = await spawn("run", **ENV)
     pid = worker.proc.pid
     start = rss_bytes(pid)
@@ -93,12 +108,19 @@ async def run_rounds(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str,
             # scans first and interleaved by id with the noops' bulk insert
             await direct.execute(
                 "INSERT INTO jobs (job_type, payload) SELECT 'sitemap_scan', $1::jsonb"
-                " FROM generate_series(1, $2)", payload, n_scans)
+                " FROM generate_series(1, $2)",
+                payload,
+                n_scans,
+            )
             await direct.execute(
-                "INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, $1)", n_noops)
+                "INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, $1)", n_noops
+            )
             done += n_noops + n_scans
-            await watcher.wait_until("SELECT count(*) >= $1 FROM jobs WHERE status = 'completed'",
-                                     done, timeout=60 + (n_noops + 50 * n_scans) / 100)
+            await watcher.wait_until(
+                "SELECT count(*) >= $1 FROM jobs WHERE status = 'completed'",
+                done,
+                timeout=60 + (n_noops + 50 * n_scans) / 100,
+            )
             rss.append(rss_bytes(pid))
             conns.append(await sampler.sample())
     finally:
@@ -110,15 +132,18 @@ async def run_rounds(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str,
     await sampler.conn.close()
 
     warm, end = rss[0], rss[-1]
-    print(f"\nleaks: {noops} noops + {scans} scans in {rounds} rounds, {elapsed:.1f} s;"
-          f" RSS start {start / MiB:.1f} MiB, after warm-up {warm / MiB:.1f} MiB,"
-          f" end {end / MiB:.1f} MiB (rounds: {', '.join(f'{x / MiB:.1f}' for x in rss)});"
-          f" worker connections per round {conns}, peak {sampler.peak} of {POOL_SIZE} + 1"
-          f" over {sampler.samples} samples")
+    print(
+        f"\nleaks: {noops} noops + {scans} scans in {rounds} rounds, {elapsed:.1f} s;"
+        f" RSS start {start / MiB:.1f} MiB, after warm-up {warm / MiB:.1f} MiB,"
+        f" end {end / MiB:.1f} MiB (rounds: {', '.join(f'{x / MiB:.1f}' for x in rss)});"
+        f" worker connections per round {conns}, peak {sampler.peak} of {POOL_SIZE} + 1"
+        f" over {sampler.samples} samples"
+    )
 
     stats = await direct.fetchrow(
         "SELECT count(*) AS n, count(*) FILTER (WHERE status = 'completed') AS completed,"
-        " max(attempts) AS max_attempts FROM jobs")
+        " max(attempts) AS max_attempts FROM jobs"
+    )
     assert stats["n"] == stats["completed"] == noops + scans and stats["max_attempts"] == 1
     completions = Counter(job for job, status in watcher.events if status == "completed")
     assert len(completions) == noops + scans and set(completions.values()) == {1}
@@ -135,17 +160,17 @@ async def run_rounds(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str,
     assert not sampler.stuck, sampler.stuck[:3]
 
 
-async def test_worker_memory_and_connections_settle(spawn: Spawn, direct: asyncpg.Connection,
-                                                    direct_dsn: str, watcher: StatusWatcher,
-                                                    site: Site) -> None:
+async def test_worker_memory_and_connections_settle(
+    spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher, site: Site
+) -> None:
     """Short variant: 2,000 noops and 30 scans in 5 rounds."""
     await run_rounds(spawn, direct, direct_dsn, watcher, site, noops=2000, scans=30, rounds=5)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-async def test_worker_memory_and_connections_settle_long(spawn: Spawn, direct: asyncpg.Connection,
-                                                         direct_dsn: str, watcher: StatusWatcher,
-                                                         site: Site) -> None:
+async def test_worker_memory_and_connections_settle_long(
+    spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher, site: Site
+) -> None:
     """10,000 noops and 200 scans in 10 rounds."""
     await run_rounds(spawn, direct, direct_dsn, watcher, site, noops=10_000, scans=200, rounds=10)

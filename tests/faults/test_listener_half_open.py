@@ -38,16 +38,22 @@ DOCUMENTED_BOUND = 30.0  # seconds: what the README promises, with the default s
 @pytest.fixture
 def worker_env(proxy: TcpProxy, database: str, direct_dsn: str) -> dict[str, str]:
     """LISTEN through the proxy, job work direct; probes every second of silence."""
-    return {**FAST, "DATABASE_URL": direct_dsn, "LISTEN_DATABASE_URL": proxy.dsn(database),
-            "WORKER_POLL_INTERVAL": str(POLL),
-            "WORKER_LISTENER_PROBE_INTERVAL": str(PROBE_INTERVAL),
-            "WORKER_LISTENER_PROBE_TIMEOUT": str(PROBE_TIMEOUT),
-            "WORKER_LISTENER_MAX_BACKOFF": "1"}
+    return {
+        **FAST,
+        "DATABASE_URL": direct_dsn,
+        "LISTEN_DATABASE_URL": proxy.dsn(database),
+        "WORKER_POLL_INTERVAL": str(POLL),
+        "WORKER_LISTENER_PROBE_INTERVAL": str(PROBE_INTERVAL),
+        "WORKER_LISTENER_PROBE_TIMEOUT": str(PROBE_TIMEOUT),
+        "WORKER_LISTENER_MAX_BACKOFF": "1",
+    }
 
 
 async def insert_noop(conn: asyncpg.Connection) -> int:
     return await conn.fetchval(
-        "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id", json.dumps({}))
+        "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
+        json.dumps({}),
+    )
 
 
 async def pickup_seconds(watcher: StatusWatcher, job_id: int, timeout: float) -> float:
@@ -71,9 +77,9 @@ async def assert_woken_by_notify(watcher: StatusWatcher, direct: asyncpg.Connect
     return pickups
 
 
-async def test_half_open_listener_is_detected_and_replaced(spawn: Spawn, proxy: TcpProxy,
-                                                           direct: asyncpg.Connection,
-                                                           watcher: StatusWatcher) -> None:
+async def test_half_open_listener_is_detected_and_replaced(
+    spawn: Spawn, proxy: TcpProxy, direct: asyncpg.Connection, watcher: StatusWatcher
+) -> None:
     """Black-hole the LISTEN connection: the probe notices within interval + timeout, jobs
     inserted meanwhile are claimed by the poll, and once the path heals the listener is back
     (a new connection through the proxy) and NOTIFY wakes the worker again."""
@@ -94,10 +100,12 @@ async def test_half_open_listener_is_detected_and_replaced(spawn: Spawn, proxy: 
     await worker.wait_for_line("listener reconnected", timeout=15)
     reconnected_after = time.monotonic() - healed_at
     notified = await assert_woken_by_notify(watcher, direct)
-    print(f"\n[half-open] detected after {detected_after:.2f} s (bound {PROBE_INTERVAL + PROBE_TIMEOUT:.0f} s); "
-          f"pickups while blackholed {[round(p, 2) for p in pickups]} s; reconnected "
-          f"{reconnected_after:.2f} s after healing; pickups after {[round(p, 3) for p in notified]} s; "
-          f"{proxy.dropped_bytes} bytes dropped")
+    print(
+        f"\n[half-open] detected after {detected_after:.2f} s (bound {PROBE_INTERVAL + PROBE_TIMEOUT:.0f} s); "
+        f"pickups while blackholed {[round(p, 2) for p in pickups]} s; reconnected "
+        f"{reconnected_after:.2f} s after healing; pickups after {[round(p, 3) for p in notified]} s; "
+        f"{proxy.dropped_bytes} bytes dropped"
+    )
 
     assert "no answer to a NOTIFY probe" in lost, lost
     assert detected_after <= PROBE_INTERVAL + PROBE_TIMEOUT + DETECTION_SLACK
@@ -120,20 +128,28 @@ def test_documented_detection_time_holds_for_the_defaults() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rounds", [3])
-async def test_half_open_with_default_probe_settings(spawn: Spawn, proxy: TcpProxy, direct: asyncpg.Connection,
-                                                     watcher: StatusWatcher, rounds: int) -> None:
+async def test_half_open_with_default_probe_settings(
+    spawn: Spawn, proxy: TcpProxy, direct: asyncpg.Connection, watcher: StatusWatcher, rounds: int
+) -> None:
     """The defaults (10 s interval, 5 s timeout, 15 s max backoff) measured for real, three
     times on the same worker: each hole is noticed in under 30 s (README: ~15 s), and the
     listener comes back after each."""
-    worker = await spawn("run", WORKER_LISTENER_PROBE_INTERVAL="10", WORKER_LISTENER_PROBE_TIMEOUT="5",
-                         WORKER_LISTENER_MAX_BACKOFF="15", WORKER_POLL_INTERVAL="1")
+    worker = await spawn(
+        "run",
+        WORKER_LISTENER_PROBE_INTERVAL="10",
+        WORKER_LISTENER_PROBE_TIMEOUT="5",
+        WORKER_LISTENER_MAX_BACKOFF="15",
+        WORKER_POLL_INTERVAL="1",
+    )
     for n in range(1, rounds + 1):
         proxy.blackhole()
         holed_at = time.monotonic()
         job_id = await insert_noop(direct)
         await watcher.wait_for(job_id, "completed", timeout=5)  # the 1 s poll, meanwhile
-        await worker.wait_for_line(AtLeast(worker, "listener lost", n),  # type: ignore[arg-type]
-                                   timeout=DOCUMENTED_BOUND + 5)
+        await worker.wait_for_line(
+            AtLeast(worker, "listener lost", n),  # type: ignore[arg-type]
+            timeout=DOCUMENTED_BOUND + 5,
+        )
         detected_after = time.monotonic() - holed_at
         print(f"\n[defaults, round {n}] detected after {detected_after:.1f} s")
         assert detected_after < DOCUMENTED_BOUND

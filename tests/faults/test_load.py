@@ -35,9 +35,14 @@ async def client(dsn: str, jobs: list[tuple[str, str]]) -> list[int]:
     the same code runs through PgBouncer in transaction mode."""
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
-        return [await conn.fetchval(
-            "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id", job_type, payload)
-            for job_type, payload in jobs]
+        return [
+            await conn.fetchval(
+                "INSERT INTO jobs (job_type, payload) VALUES ($1, $2::jsonb) RETURNING id",
+                job_type,
+                payload,
+            )
+            for job_type, payload in jobs
+        ]
     finally:
         await conn.close()
 
@@ -57,55 +62,80 @@ def deal(noops: int, scans: int, domain: str) -> list[list[tuple[str, str]]]:
     return [jobs[i::CLIENTS] for i in range(CLIENTS)]
 
 
-async def run_load(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, database: str,
-                   bouncer: PgBouncer, pg_server: EmbeddedPostgres, watcher: StatusWatcher,
-                   site: Site, *, noops: int, scans: int) -> None:
+async def run_load(
+    spawn: Spawn,
+    direct: asyncpg.Connection,
+    direct_dsn: str,
+    database: str,
+    bouncer: PgBouncer,
+    pg_server: EmbeddedPostgres,
+    watcher: StatusWatcher,
+    site: Site,
+    *,
+    noops: int,
+    scans: int,
+) -> None:
     pooled_dsn = bouncer.dsn(database)
     log_offset = pg_server.log_file.stat().st_size
     deadlocks_before = await direct.fetchval(
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-    env = {"WORKER_ALLOW_PRIVATE_NETWORKS": "true",
-           "WORKER_LEASE": "30"}  # no lease may lapse on a loaded 2-core machine
-    workers = [await spawn("run", ready=False, **env, **({"DATABASE_URL": pooled_dsn} if i % 2 else {}))
-               for i in range(WORKERS)]
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    )
+    env = {
+        "WORKER_ALLOW_PRIVATE_NETWORKS": "true",
+        "WORKER_LEASE": "30",
+    }  # no lease may lapse on a loaded 2-core machine
+    workers = [
+        await spawn("run", ready=False, **env, **({"DATABASE_URL": pooled_dsn} if i % 2 else {}))
+        for i in range(WORKERS)
+    ]
     for worker in workers:  # started together, then each awaited: latency is not start-up
         await worker.wait_ready(timeout=30)
     total = noops + scans
     began = time.monotonic()
     per_client = deal(noops, scans, site.origin)
-    inserted = await asyncio.gather(*(client(pooled_dsn if i % 2 else direct_dsn, jobs)
-                                      for i, jobs in enumerate(per_client)))
+    inserted = await asyncio.gather(
+        *(client(pooled_dsn if i % 2 else direct_dsn, jobs) for i, jobs in enumerate(per_client))
+    )
     insert_s = time.monotonic() - began
     ids = {job_id for ids in inserted for job_id in ids}
     assert len(ids) == total
-    await watcher.wait_until("SELECT count(*) = $1 FROM jobs WHERE status IN ('completed', 'failed')",
-                             total, timeout=60 + total / 100)
+    await watcher.wait_until(
+        "SELECT count(*) = $1 FROM jobs WHERE status IN ('completed', 'failed')",
+        total,
+        timeout=60 + total / 100,
+    )
     total_s = time.monotonic() - began
 
     stats = await direct.fetchrow(
         "SELECT count(*) FILTER (WHERE status = 'completed') AS completed,"
         " min(attempts) AS min_attempts, max(attempts) AS max_attempts,"
-        " count(*) FILTER (WHERE error IS NOT NULL) AS errors FROM jobs")
+        " count(*) FILTER (WHERE error IS NOT NULL) AS errors FROM jobs"
+    )
     latency = await direct.fetchrow(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,"
         "       percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99, max(s) AS max"
         "  FROM (SELECT extract(epoch FROM started_at - greatest(created_at, run_at))::float8 AS s"
-        "          FROM jobs) AS pickup")
+        "          FROM jobs) AS pickup"
+    )
     scan_latency = await direct.fetchval(
         "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY"
         " extract(epoch FROM started_at - greatest(created_at, run_at))::float8)"
-        " FROM jobs WHERE job_type = 'sitemap_scan'")
+        " FROM jobs WHERE job_type = 'sitemap_scan'"
+    )
     deadlocks = await direct.fetchval(
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    )
     with pg_server.log_file.open("rb") as f:
         f.seek(log_offset)
         server_log = f.read().decode(errors="replace")
-    print(f"\nload: {noops} noops + {scans} scans, {WORKERS} workers (2 via PgBouncer),"
-          f" {CLIENTS} clients (4 via PgBouncer): inserted in {insert_s:.1f} s, all ended in"
-          f" {total_s:.1f} s ({total / total_s:.0f} jobs/s); pickup latency p50"
-          f" {latency['p50'] * 1000:.0f} ms, p99 {latency['p99'] * 1000:.0f} ms, max"
-          f" {latency['max'] * 1000:.0f} ms; scans p99 {scan_latency * 1000:.0f} ms;"
-          f" deadlocks {deadlocks - deadlocks_before}")
+    print(
+        f"\nload: {noops} noops + {scans} scans, {WORKERS} workers (2 via PgBouncer),"
+        f" {CLIENTS} clients (4 via PgBouncer): inserted in {insert_s:.1f} s, all ended in"
+        f" {total_s:.1f} s ({total / total_s:.0f} jobs/s); pickup latency p50"
+        f" {latency['p50'] * 1000:.0f} ms, p99 {latency['p99'] * 1000:.0f} ms, max"
+        f" {latency['max'] * 1000:.0f} ms; scans p99 {scan_latency * 1000:.0f} ms;"
+        f" deadlocks {deadlocks - deadlocks_before}"
+    )
 
     assert stats["completed"] == total and stats["errors"] == 0, dict(stats)
     assert stats["min_attempts"] == stats["max_attempts"] == 1, dict(stats)  # none ran twice
@@ -118,23 +148,50 @@ async def run_load(spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, da
     assert "deadlock detected" not in server_log
     for worker in workers:
         assert worker.proc.returncode is None, worker.log()
-        assert not [line for line in worker.lines if "ERROR" in line or "Traceback" in line], worker.log()
+        assert not [line for line in worker.lines if "ERROR" in line or "Traceback" in line], (
+            worker.log()
+        )
     assert latency["p99"] < 60, "pickup p99 over a minute: the queue is not being drained"
 
 
 async def test_four_workers_eight_clients_noops_and_scans(
-        spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, database: str,
-        bouncer: PgBouncer, pg_server: EmbeddedPostgres, watcher: StatusWatcher, site: Site) -> None:
+    spawn: Spawn,
+    direct: asyncpg.Connection,
+    direct_dsn: str,
+    database: str,
+    bouncer: PgBouncer,
+    pg_server: EmbeddedPostgres,
+    watcher: StatusWatcher,
+    site: Site,
+) -> None:
     """Short variant: 4,000 noops and 10 scans."""
-    await run_load(spawn, direct, direct_dsn, database, bouncer, pg_server, watcher, site,
-                   noops=4000, scans=10)
+    await run_load(
+        spawn, direct, direct_dsn, database, bouncer, pg_server, watcher, site, noops=4000, scans=10
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_four_workers_eight_clients_noops_and_scans_long(
-        spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, database: str,
-        bouncer: PgBouncer, pg_server: EmbeddedPostgres, watcher: StatusWatcher, site: Site) -> None:
+    spawn: Spawn,
+    direct: asyncpg.Connection,
+    direct_dsn: str,
+    database: str,
+    bouncer: PgBouncer,
+    pg_server: EmbeddedPostgres,
+    watcher: StatusWatcher,
+    site: Site,
+) -> None:
     """20,000 noops and 50 scans."""
-    await run_load(spawn, direct, direct_dsn, database, bouncer, pg_server, watcher, site,
-                   noops=20_000, scans=50)
+    await run_load(
+        spawn,
+        direct,
+        direct_dsn,
+        database,
+        bouncer,
+        pg_server,
+        watcher,
+        site,
+        noops=20_000,
+        scans=50,
+    )

@@ -41,11 +41,16 @@ async def sigterm_and_time_the_exit(worker: WorkerProcess) -> float:
 
 
 async def test_exit_within_the_grace_while_outcome_writes_are_blocked(
-        spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher) -> None:
+    spawn: Spawn, direct: asyncpg.Connection, direct_dsn: str, watcher: StatusWatcher
+) -> None:
     await install_gate(direct)
-    quick, held = [await direct.fetchval(
-        "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
-        json.dumps({"seconds": s})) for s in (0, 60)]
+    quick, held = [
+        await direct.fetchval(
+            "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1::jsonb) RETURNING id",
+            json.dumps({"seconds": s}),
+        )
+        for s in (0, 60)
+    ]
     async with gate_closed(direct_dsn):
         worker = await spawn("run")
         await watcher.wait_for(held, "processing")
@@ -64,13 +69,19 @@ async def test_exit_within_the_grace_while_outcome_writes_are_blocked(
 @pytest.fixture
 def worker_env(proxy: TcpProxy, database: str, direct_dsn: str) -> dict[str, str]:
     """LISTEN through the proxy, job work direct; a silent listener is noticed in ~1 s."""
-    return {**FAST, "DATABASE_URL": direct_dsn, "LISTEN_DATABASE_URL": proxy.dsn(database),
-            "WORKER_LISTENER_PROBE_INTERVAL": "0.5", "WORKER_LISTENER_PROBE_TIMEOUT": "0.5",
-            "WORKER_LISTENER_MAX_BACKOFF": "0.2"}
+    return {
+        **FAST,
+        "DATABASE_URL": direct_dsn,
+        "LISTEN_DATABASE_URL": proxy.dsn(database),
+        "WORKER_LISTENER_PROBE_INTERVAL": "0.5",
+        "WORKER_LISTENER_PROBE_TIMEOUT": "0.5",
+        "WORKER_LISTENER_MAX_BACKOFF": "0.2",
+    }
 
 
 async def test_exit_within_the_grace_while_the_listener_is_connecting(
-        spawn: Spawn, proxy: TcpProxy) -> None:
+    spawn: Spawn, proxy: TcpProxy
+) -> None:
     """The path to the LISTEN server starts swallowing everything: the probe notices, and
     the listener's reconnect waits (its timeout is 10 s) when SIGTERM arrives."""
     worker = await spawn("run")

@@ -28,11 +28,14 @@ from tests.support.waits import StatusWatcher
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 GRACE = 3.0
-ENV = {"WORKER_ALLOW_PRIVATE_NETWORKS": "true", "WORKER_SHUTDOWN_GRACE": str(GRACE),
-       "WORKER_LEASE": "30",  # a long lease: nothing here may be re-claimed by expiry
-       # every site is 127.0.0.1 (one host to the scanner's politeness gate): one slot per
-       # held request, or the held scans would starve the others
-       "WORKER_FETCH_PER_HOST_CONCURRENCY": "32"}
+ENV = {
+    "WORKER_ALLOW_PRIVATE_NETWORKS": "true",
+    "WORKER_SHUTDOWN_GRACE": str(GRACE),
+    "WORKER_LEASE": "30",  # a long lease: nothing here may be re-claimed by expiry
+    # every site is 127.0.0.1 (one host to the scanner's politeness gate): one slot per
+    # held request, or the held scans would starve the others
+    "WORKER_FETCH_PER_HOST_CONCURRENCY": "32",
+}
 Spawn = Callable[..., Awaitable[WorkerProcess]]
 
 
@@ -75,20 +78,32 @@ async def poll(conn: asyncpg.Connection, sql: str, *args: object, timeout: float
     return value
 
 
-async def sigterm_with_all_slots_busy(spawn: Spawn, direct: asyncpg.Connection,
-                                      watcher: StatusWatcher, *, noops: int, scans: int,
-                                      queued: int) -> None:
+async def sigterm_with_all_slots_busy(
+    spawn: Spawn,
+    direct: asyncpg.Connection,
+    watcher: StatusWatcher,
+    *,
+    noops: int,
+    scans: int,
+    queued: int,
+) -> None:
     concurrency = noops + scans
     async with contextlib.AsyncExitStack() as stack:
         sites = [await make_site(stack, mid_file=i % 2 == 1) for i in range(scans)]
         worker = await spawn("run", WORKER_CONCURRENCY=str(concurrency), **ENV)
-        noop_ids = [r["id"] for r in await direct.fetch(
-            "INSERT INTO jobs (job_type, payload) SELECT 'noop', '{\"seconds\": 60}'"
-            " FROM generate_series(1, $1) RETURNING id", noops)]
+        noop_ids = [
+            r["id"]
+            for r in await direct.fetch(
+                "INSERT INTO jobs (job_type, payload) SELECT 'noop', '{\"seconds\": 60}'"
+                " FROM generate_series(1, $1) RETURNING id",
+                noops,
+            )
+        ]
         for held in sites:
             held.job_id = await direct.fetchval(
                 "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-                json.dumps({"domain": held.site.origin}))
+                json.dumps({"domain": held.site.origin}),
+            )
         running = noop_ids + [h.job_id for h in sites]
         await watcher.wait_for(running, "processing", timeout=20)
         async with asyncio.timeout(20):
@@ -96,10 +111,17 @@ async def sigterm_with_all_slots_busy(spawn: Spawn, direct: asyncpg.Connection,
                 await held.site.arrival("/big.xml" if held.mid_file else "/robots.txt").wait()
         for held in sites:
             if held.mid_file:  # a first chunk of its URLs is committed
-                await poll(direct, "SELECT count(*) > 0 FROM sitemap_urls WHERE job_id = $1", held.job_id)
+                await poll(
+                    direct, "SELECT count(*) > 0 FROM sitemap_urls WHERE job_id = $1", held.job_id
+                )
         stored_before = await direct.fetchval("SELECT count(*) FROM sitemap_urls")
-        queued_ids = [r["id"] for r in await direct.fetch(
-            "INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, $1) RETURNING id", queued)]
+        queued_ids = [
+            r["id"]
+            for r in await direct.fetch(
+                "INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, $1) RETURNING id",
+                queued,
+            )
+        ]
 
         began = time.monotonic()
         worker.signal(signal.SIGTERM)
@@ -109,55 +131,78 @@ async def sigterm_with_all_slots_busy(spawn: Spawn, direct: asyncpg.Connection,
         assert worker.proc.returncode is None
         code = await worker.wait(timeout=GRACE + 15)
         exit_s = time.monotonic() - began
-        print(f"\nshutdown: {concurrency} running + {queued} queued: noops back to pending after"
-              f" {released_noops_s * 1000:.0f} ms, exit {code} after {exit_s:.2f} s (grace {GRACE:g} s)")
+        print(
+            f"\nshutdown: {concurrency} running + {queued} queued: noops back to pending after"
+            f" {released_noops_s * 1000:.0f} ms, exit {code} after {exit_s:.2f} s (grace {GRACE:g} s)"
+        )
         assert code == 0, worker.log()
         # The whole shutdown fits in the grace (jobs get it less the hand-over reserve).
         assert exit_s <= GRACE, f"exit took {exit_s:.2f} s with a {GRACE:g} s grace"
 
         rows = await direct.fetch("SELECT * FROM jobs WHERE id = ANY($1::bigint[])", running)
-        assert all(r["status"] == "pending" and r["attempts"] == 0 and r["owner"] is None
-                   and r["lease_expires_at"] is None for r in rows), [dict(r) for r in rows]
-        queued_rows = await direct.fetch("SELECT * FROM jobs WHERE id = ANY($1::bigint[])", queued_ids)
-        assert all(r["status"] == "pending" and r["attempts"] == 0 and r["started_at"] is None
-                   for r in queued_rows)  # nothing claimed once stopping
-        assert len([line for line in worker.lines if "released to pending (shutdown)" in line]) == concurrency
+        assert all(
+            r["status"] == "pending"
+            and r["attempts"] == 0
+            and r["owner"] is None
+            and r["lease_expires_at"] is None
+            for r in rows
+        ), [dict(r) for r in rows]
+        queued_rows = await direct.fetch(
+            "SELECT * FROM jobs WHERE id = ANY($1::bigint[])", queued_ids
+        )
+        assert all(
+            r["status"] == "pending" and r["attempts"] == 0 and r["started_at"] is None
+            for r in queued_rows
+        )  # nothing claimed once stopping
+        assert (
+            len([line for line in worker.lines if "released to pending (shutdown)" in line])
+            == concurrency
+        )
         assert await direct.fetchval("SELECT count(*) FROM sitemap_urls") == stored_before
 
         # The test shortens the noops' hold so the re-run takes no minute; nothing else changes.
-        await direct.execute("UPDATE jobs SET payload = '{\"seconds\": 0.1}' WHERE id = ANY($1::bigint[])",
-                             noop_ids)
+        await direct.execute(
+            "UPDATE jobs SET payload = '{\"seconds\": 0.1}' WHERE id = ANY($1::bigint[])", noop_ids
+        )
         for held in sites:
             held.release.set()
         await spawn("run", **ENV)
         everything = running + queued_ids
         rows = await watcher.wait_for(everything, ("completed", "failed"), timeout=60)
-        assert all(r["status"] == "completed" and r["attempts"] == 1 for r in rows), \
-            [dict(r) for r in rows if r["status"] != "completed" or r["attempts"] != 1]
+        assert all(r["status"] == "completed" and r["attempts"] == 1 for r in rows), [
+            dict(r) for r in rows if r["status"] != "completed" or r["attempts"] != 1
+        ]
         completions = Counter(j for j, s in watcher.events if s == "completed")
         assert all(completions[j] == 1 for j in everything)
         for held in sites:
-            locs = [r["loc"] for r in await direct.fetch(
-                "SELECT loc FROM sitemap_urls WHERE job_id = $1", held.job_id)]
+            locs = [
+                r["loc"]
+                for r in await direct.fetch(
+                    "SELECT loc FROM sitemap_urls WHERE job_id = $1", held.job_id
+                )
+            ]
             assert len(locs) == len(set(locs)) and set(locs) == set(held.locs)
 
 
-async def test_sigterm_with_ten_jobs_running(spawn: Spawn, direct: asyncpg.Connection,
-                                             watcher: StatusWatcher) -> None:
+async def test_sigterm_with_ten_jobs_running(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher
+) -> None:
     """Short variant: 6 noops and 4 scans running (2 held at robots.txt, 2 mid-file), 50
     queued."""
     await sigterm_with_all_slots_busy(spawn, direct, watcher, noops=6, scans=4, queued=50)
 
 
 @pytest.mark.slow
-async def test_sigterm_with_forty_jobs_running(spawn: Spawn, direct: asyncpg.Connection,
-                                               watcher: StatusWatcher) -> None:
+async def test_sigterm_with_forty_jobs_running(
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher
+) -> None:
     """30 noops and 10 scans running, 2,000 queued."""
     await sigterm_with_all_slots_busy(spawn, direct, watcher, noops=30, scans=10, queued=2000)
 
 
 async def test_scan_released_mid_file_reports_every_url_when_rerun(
-        spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher) -> None:
+    spawn: Spawn, direct: asyncpg.Connection, watcher: StatusWatcher
+) -> None:
     """A scan handed back at shutdown with part of a file stored: its re-run's result
     counts the URLs of both runs (the job's URLs, not this run's new ones)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -165,7 +210,8 @@ async def test_scan_released_mid_file_reports_every_url_when_rerun(
         worker = await spawn("run", **{**ENV, "WORKER_SHUTDOWN_GRACE": "0.5"})
         job_id = await direct.fetchval(
             "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-            json.dumps({"domain": held.site.origin}))
+            json.dumps({"domain": held.site.origin}),
+        )
         await poll(direct, "SELECT count(*) > 0 FROM sitemap_urls WHERE job_id = $1", job_id)
         worker.signal(signal.SIGTERM)
         assert await worker.wait(timeout=15) == 0
@@ -175,5 +221,7 @@ async def test_scan_released_mid_file_reports_every_url_when_rerun(
         await spawn("run", **ENV)
         [row] = await watcher.wait_for(job_id, ("completed", "failed"), timeout=30)
     assert row["status"] == "completed" and row["attempts"] == 1
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 3000
+    assert (
+        await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 3000
+    )
     assert json.loads(row["result"])["url_count"] == 3000

@@ -36,12 +36,15 @@ def make_settings(urls: Urls) -> Callable[..., Settings]:
     """Settings for tests: fast polls and leases, overridable per test."""
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = dict(
-            database_url=urls.work, listen_database_url=urls.direct,
-            poll_interval=timedelta(seconds=0.2), heartbeat_interval=timedelta(seconds=0.2),
-            lease=timedelta(seconds=5), retry_base=timedelta(milliseconds=10),
-            shutdown_grace=timedelta(seconds=2),
-        )
+        values: dict[str, Any] = {
+            "database_url": urls.work,
+            "listen_database_url": urls.direct,
+            "poll_interval": timedelta(seconds=0.2),
+            "heartbeat_interval": timedelta(seconds=0.2),
+            "lease": timedelta(seconds=5),
+            "retry_base": timedelta(milliseconds=10),
+            "shutdown_grace": timedelta(seconds=2),
+        }
         values.update(overrides)
         return Settings(**values)
 

@@ -153,8 +153,13 @@ async def test_transactions_through_pgbouncer(server: EmbeddedPostgres, base: Pa
     try:
         direct = await asyncpg.connect(server.dsn)
         try:
-            await direct.execute("create table bounced (id serial primary key, worker int, n int, done bool)")
-            clients = [await asyncpg.connect(bouncer.dsn("postgres"), statement_cache_size=0) for _ in range(4)]
+            await direct.execute(
+                "create table bounced (id serial primary key, worker int, n int, done bool)"
+            )
+            clients = [
+                await asyncpg.connect(bouncer.dsn("postgres"), statement_cache_size=0)
+                for _ in range(4)
+            ]
             try:
                 await asyncio.gather(*(_fifty_transactions(c, w) for w, c in enumerate(clients)))
             finally:
@@ -170,7 +175,10 @@ async def _fifty_transactions(conn: asyncpg.Connection, worker: int) -> None:
     for n in range(50):
         async with conn.transaction():
             row_id = await conn.fetchval(
-                "insert into bounced (worker, n, done) values ($1, $2, false) returning id", worker, n)
+                "insert into bounced (worker, n, done) values ($1, $2, false) returning id",
+                worker,
+                n,
+            )
             await conn.execute("update bounced set done = true where id = $1", row_id)
 
 
@@ -181,7 +189,9 @@ def embedded_settings(data_dir: Path) -> Settings:
     return Settings(database_url=None, listen_database_url=None, embedded_pg_dir=str(data_dir))
 
 
-async def test_a_command_that_started_the_server_later_keeps_it_when_the_first_leaves(base: Path) -> None:
+async def test_a_command_that_started_the_server_later_keeps_it_when_the_first_leaves(
+    base: Path,
+) -> None:
     """B adopts the server A started, and has not connected yet when A leaves: A must not
     stop it under B. The last one out (B) does stop it."""
     settings = embedded_settings(base / "shared")
@@ -205,8 +215,11 @@ async def test_a_command_that_started_the_server_later_keeps_it_when_the_first_l
 def _flock_waiters(path: Path) -> int:
     """Processes blocked in flock() on `path`, as /proc/locks lists them ("->" lines)."""
     inode = f":{path.stat().st_ino} "
-    return sum(1 for line in Path("/proc/locks").read_text().splitlines()
-               if "->" in line and "FLOCK" in line and inode in line)
+    return sum(
+        1
+        for line in Path("/proc/locks").read_text().splitlines()
+        if "->" in line and "FLOCK" in line and inode in line
+    )
 
 
 async def test_the_last_one_out_waits_for_the_start_lock(base: Path) -> None:

@@ -21,13 +21,15 @@ from worker.listener import Listener
 from worker.settings import Settings
 
 
-async def insert(conn: asyncpg.Connection, job_type: str = "noop", payload: Any = None,
-                 **cols: Any) -> int:
+async def insert(
+    conn: asyncpg.Connection, job_type: str = "noop", payload: Any = None, **cols: Any
+) -> int:
     names = ["job_type", "payload", *cols]
     values = [job_type, json.dumps(payload if payload is not None else {}), *cols.values()]
     marks = ", ".join(f"${i}" + ("::jsonb" if i == 2 else "") for i in range(1, len(names) + 1))
     return await conn.fetchval(
-        f"INSERT INTO jobs ({', '.join(names)}) VALUES ({marks}) RETURNING id", *values)
+        f"INSERT INTO jobs ({', '.join(names)}) VALUES ({marks}) RETURNING id", *values
+    )
 
 
 @pytest.fixture
@@ -37,9 +39,12 @@ async def watcher(urls: Urls) -> AsyncIterator[StatusWatcher]:
     await w.close()
 
 
-async def run_burst(pool: asyncpg.Pool, settings: Settings, registry: Registry | None = None,
-                    concurrency: int = 4) -> JobLoop:
-    worker = JobLoop(pool, settings, registry or default_registry(), concurrency=concurrency, burst=True)
+async def run_burst(
+    pool: asyncpg.Pool, settings: Settings, registry: Registry | None = None, concurrency: int = 4
+) -> JobLoop:
+    worker = JobLoop(
+        pool, settings, registry or default_registry(), concurrency=concurrency, burst=True
+    )
     await asyncio.wait_for(worker.run(), timeout=30)
     return worker
 
@@ -73,26 +78,34 @@ async def test_claim_order_is_priority_then_run_at(pool, settings, direct):
 
 async def test_future_run_at_is_not_claimed(pool, settings, direct):
     job_id = await direct.fetchval(
-        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour') RETURNING id")
+        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour') RETURNING id"
+    )
     worker = await run_burst(pool, settings)
     assert worker.claimed == 0
     assert await direct.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "pending"
 
 
-@pytest.mark.parametrize("payload, message", [
-    ([1, 2], "expected a JSON object, got an array"),
-    ({"seconds": "soon"}, "seconds: Input should be a valid number"),
-    ({"seconds": -1}, "seconds: Input should be greater than or equal to 0"),
-    ({"sleep": 1}, "sleep: Extra inputs are not permitted"),
-])
-async def test_invalid_payload_fails_at_once_and_worker_goes_on(pool, settings, direct, payload, message):
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([1, 2], "expected a JSON object, got an array"),
+        ({"seconds": "soon"}, "seconds: Input should be a valid number"),
+        ({"seconds": -1}, "seconds: Input should be greater than or equal to 0"),
+        ({"sleep": 1}, "sleep: Extra inputs are not permitted"),
+    ],
+)
+async def test_invalid_payload_fails_at_once_and_worker_goes_on(
+    pool, settings, direct, payload, message
+):
     bad = await insert(direct, "noop", payload)
     good = await insert(direct, "noop", {})
     await run_burst(pool, settings)
     rows = {r["id"]: r for r in await direct.fetch("SELECT * FROM jobs")}
     assert rows[bad]["status"] == "failed"
     assert rows[bad]["attempts"] == 1  # permanent: no retry
-    assert message in rows[bad]["error"] and rows[bad]["error"].startswith("invalid payload for noop")
+    assert message in rows[bad]["error"] and rows[bad]["error"].startswith(
+        "invalid payload for noop"
+    )
     assert rows[bad]["finished_at"] is not None
     assert rows[good]["status"] == "completed"
 
@@ -130,7 +143,8 @@ async def test_retry_waits_for_backoff(pool, make_settings, direct):
     job_id = await insert(direct, "boom", {})
     await run_burst(pool, make_settings(retry_base=timedelta(minutes=5)), registry)
     row = await direct.fetchrow(
-        "SELECT status, attempts, error, run_at - now() AS wait FROM jobs WHERE id = $1", job_id)
+        "SELECT status, attempts, error, run_at - now() AS wait FROM jobs WHERE id = $1", job_id
+    )
     assert row["status"] == "pending" and row["attempts"] == 1
     assert row["error"] == "ConnectionResetError: peer reset"
     assert timedelta(minutes=4) < row["wait"] < timedelta(minutes=6)
@@ -153,7 +167,8 @@ async def test_database_error_inside_phase_fails_job_and_pool_stays_healthy(pool
     await run_burst(pool, settings, registry)
     assert await direct.fetchval("SELECT status FROM jobs WHERE id = $1", ok) == "completed"
     idle_in_tx = await direct.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'")
+        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+    )
     assert idle_in_tx == 0
 
 
@@ -163,8 +178,11 @@ async def test_phase_writes_commit_with_progress(pool, settings, direct):
     async def two_phases(ctx, payload):
         for step, progress in ((1, 0.5), (2, 0.9)):
             await ctx.run_phase(
-                lambda conn, step=step: conn.execute("INSERT INTO phase_log VALUES ($1, $2)", ctx.job.id, step),
-                progress=progress)
+                lambda conn, step=step: conn.execute(
+                    "INSERT INTO phase_log VALUES ($1, $2)", ctx.job.id, step
+                ),
+                progress=progress,
+            )
         return {"steps": 2}
 
     registry = Registry([JobType("two", Empty, two_phases)])
@@ -217,7 +235,9 @@ async def test_expired_lease_is_reclaimed_by_the_claim(pool, settings, direct):
     job_id = await insert(direct)
     await direct.execute(
         "UPDATE jobs SET status = 'processing', owner = 'dead-worker', attempts = 1,"
-        " lease_expires_at = now() - interval '1 second' WHERE id = $1", job_id)
+        " lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        job_id,
+    )
     await run_burst(pool, settings)
     row = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     assert row["status"] == "completed" and row["attempts"] == 2
@@ -227,7 +247,9 @@ async def test_expired_lease_without_attempts_left_fails(pool, settings, direct)
     job_id = await insert(direct)
     await direct.execute(
         "UPDATE jobs SET status = 'processing', owner = 'dead-worker', attempts = 3,"
-        " max_attempts = 3, lease_expires_at = now() - interval '1 second' WHERE id = $1", job_id)
+        " max_attempts = 3, lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        job_id,
+    )
     await run_burst(pool, settings)
     row = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     assert row["status"] == "failed" and row["attempts"] == 3
@@ -238,13 +260,17 @@ async def test_live_lease_is_not_stolen(pool, settings, direct):
     job_id = await insert(direct)
     await direct.execute(
         "UPDATE jobs SET status = 'processing', owner = 'alive', attempts = 1,"
-        " lease_expires_at = now() + interval '1 hour' WHERE id = $1", job_id)
+        " lease_expires_at = now() + interval '1 hour' WHERE id = $1",
+        job_id,
+    )
     worker = await run_burst(pool, settings)
     assert worker.claimed == 0
     assert await direct.fetchval("SELECT owner FROM jobs WHERE id = $1", job_id) == "alive"
 
 
-async def test_shutdown_hands_unfinished_job_back_without_burning_an_attempt(pool, settings, direct, watcher):
+async def test_shutdown_hands_unfinished_job_back_without_burning_an_attempt(
+    pool, settings, direct, watcher
+):
     job_id = await insert(direct, "noop", {"seconds": 60})
     worker = JobLoop(pool, settings, default_registry(), concurrency=2)
     task = asyncio.create_task(worker.run())
@@ -293,7 +319,9 @@ async def test_trailing_poll_catches_a_throttled_wakeup(pool, make_settings, url
     # trailing poll, long before the 60 s fallback poll or the first job's end.
     await direct.execute("SELECT sitemap_worker_set_wakeup_window(10000)")
     inserter = await asyncpg.connect(urls.direct)
-    settings = make_settings(poll_interval=timedelta(seconds=60), trailing_poll=timedelta(seconds=0.3))
+    settings = make_settings(
+        poll_interval=timedelta(seconds=60), trailing_poll=timedelta(seconds=0.3)
+    )
     worker = JobLoop(pool, settings, default_registry(), concurrency=2)
     listener = Listener(urls.direct, settings, worker.notify, worker.wake)
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(worker.run())]
@@ -332,8 +360,15 @@ async def test_metrics_count_each_outcome_once_it_is_written(pool, make_settings
     assert sample(worker, "sitemap_worker_jobs_failed_total", job_type="noop") == 1
     assert sample(worker, "sitemap_worker_jobs_retried_total", job_type="flaky") == 1
     assert sample(worker, "sitemap_worker_jobs_failed_total", job_type="flaky") == 1
-    assert sample(worker, "sitemap_worker_job_duration_seconds_count",
-                  job_type="noop", outcome="completed") == 3
+    assert (
+        sample(
+            worker,
+            "sitemap_worker_job_duration_seconds_count",
+            job_type="noop",
+            outcome="completed",
+        )
+        == 3
+    )
     # Every claim observed how long the job waited, by the database's clock.
     assert sample(worker, "sitemap_worker_pickup_latency_seconds_count") == 6
     assert 0 < sample(worker, "sitemap_worker_pickup_latency_seconds_sum") < 30

@@ -29,18 +29,28 @@ LEASE = 1.0  # seconds: short, so that an unrenewed lease visibly runs out
 
 @pytest.fixture
 def settings(make_settings):
-    return make_settings(lease=timedelta(seconds=LEASE), heartbeat_interval=timedelta(seconds=0.1),
-                         poll_interval=timedelta(seconds=0.1))
+    return make_settings(
+        lease=timedelta(seconds=LEASE),
+        heartbeat_interval=timedelta(seconds=0.1),
+        poll_interval=timedelta(seconds=0.1),
+    )
 
 
 async def jobs(direct: asyncpg.Connection, seconds: list[float]) -> list[int]:
     """Noop jobs, the first ones claimed first (priority), each holding for `seconds[i]`."""
-    return [await direct.fetchval(
-        "INSERT INTO jobs (job_type, payload, priority) VALUES ('noop', $1::jsonb, $2) RETURNING id",
-        json.dumps({"seconds": s}), len(seconds) - i) for i, s in enumerate(seconds)]
+    return [
+        await direct.fetchval(
+            "INSERT INTO jobs (job_type, payload, priority) VALUES ('noop', $1::jsonb, $2) RETURNING id",
+            json.dumps({"seconds": s}),
+            len(seconds) - i,
+        )
+        for i, s in enumerate(seconds)
+    ]
 
 
-async def test_slow_outcome_writes_hold_slots_and_keep_leases(pool, settings, direct, direct_dsn, caplog):
+async def test_slow_outcome_writes_hold_slots_and_keep_leases(
+    pool, settings, direct, direct_dsn, caplog
+):
     # Job 0 ends at once: its write waits at the gate. Job 1 ends a little later: its
     # outcome waits behind that write, unwritten, for several leases.
     ids = await jobs(direct, [0, 0.3] + [0] * 10)
@@ -56,14 +66,17 @@ async def test_slow_outcome_writes_hold_slots_and_keep_leases(pool, settings, di
         async with asyncio.timeout(15):
             while True:
                 owned = await direct.fetch(
-                    "SELECT id, lease_expires_at FROM jobs WHERE owner = $1", worker.owner)
+                    "SELECT id, lease_expires_at FROM jobs WHERE owner = $1", worker.owner
+                )
                 assert len(owned) <= CONCURRENCY, owned
                 assert worker.claimed <= CONCURRENCY
                 # What another worker's claim could take: an expired lease, not locked by
                 # a write of ours in flight.
                 assert not await direct.fetchval(
                     "SELECT count(*) FROM (SELECT id FROM jobs WHERE owner = $1"
-                    " AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) claimable", worker.owner)
+                    " AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) claimable",
+                    worker.owner,
+                )
                 lease = next((r["lease_expires_at"] for r in owned if r["id"] == ids[1]), None)
                 assert lease is not None, "job 1 is no longer ours"
                 if lease > blocked_at + timedelta(seconds=3 * LEASE):
@@ -82,8 +95,11 @@ async def test_slow_outcome_writes_hold_slots_and_keep_leases(pool, settings, di
 
 
 async def test_stop_ends_within_the_grace_while_outcome_writes_are_blocked(
-        pool, make_settings, direct, direct_dsn, caplog):
-    settings = make_settings(shutdown_grace=timedelta(seconds=2), heartbeat_interval=timedelta(seconds=0.1))
+    pool, make_settings, direct, direct_dsn, caplog
+):
+    settings = make_settings(
+        shutdown_grace=timedelta(seconds=2), heartbeat_interval=timedelta(seconds=0.1)
+    )
     await jobs(direct, [0, 60])
     await install_gate(direct)
     worker = JobLoop(pool, settings, default_registry(), concurrency=CONCURRENCY)

@@ -26,7 +26,11 @@ from worker.settings import Settings
 
 def limits(**overrides: Any) -> FetchLimits:
     """Test limits: the guard off (the site is on loopback) and near-instant backoff."""
-    values: dict[str, Any] = {"allow_private_networks": True, "retry_base": 0.01, "max_retry_wait": 5.0}
+    values: dict[str, Any] = {
+        "allow_private_networks": True,
+        "retry_base": 0.01,
+        "max_retry_wait": 5.0,
+    }
     return FetchLimits(**(values | overrides))
 
 
@@ -135,7 +139,9 @@ async def test_retry_after_beyond_cap_is_returned_not_waited(site: Site, fetcher
 def test_retry_after_parsing() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("120") == 120.0
-    assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert (
+        retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    )
     assert retry_after_seconds(format_datetime(now - timedelta(days=1), usegmt=True), now) == 0.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
@@ -149,7 +155,9 @@ def test_a_huge_retry_after_is_capped_not_an_overflow() -> None:
     assert retry_after_seconds("9" * 400) == 366 * 86400
 
 
-async def test_retry_after_with_a_superscript_digit_is_a_plain_429(site: Site, fetcher: Fetcher) -> None:
+async def test_retry_after_with_a_superscript_digit_is_a_plain_429(
+    site: Site, fetcher: Fetcher
+) -> None:
     site.add("/limited", status=429, headers={"Retry-After": "\u00b2"})
     result = await fetcher.fetch(site.url("/limited"), Collect())
     assert (result.error, result.transient, result.retry_after) == ("HTTP 429", True, None)
@@ -277,15 +285,21 @@ async def test_read_timeout_before_headers_is_retried(site: Site) -> None:
 async def test_closed_port_is_an_error_result(fetcher: Fetcher) -> None:
     port = free_port()
     result = await fetcher.fetch(f"http://127.0.0.1:{port}/sitemap.xml", Collect())
-    assert result.error is not None and result.error.startswith(f"cannot connect to 127.0.0.1:{port}")
+    assert result.error is not None and result.error.startswith(
+        f"cannot connect to 127.0.0.1:{port}"
+    )
     assert result.status is None and result.transient and result.attempts == 3
 
 
 async def test_unreachable_host_is_not_retried_when_asked(fetcher: Fetcher) -> None:
     port = free_port()
-    result = await fetcher.fetch(f"http://127.0.0.1:{port}/robots.txt", Collect(), retry_unreachable=False)
+    result = await fetcher.fetch(
+        f"http://127.0.0.1:{port}/robots.txt", Collect(), retry_unreachable=False
+    )
     assert result.unreachable and result.transient and result.attempts == 1
-    assert result.error is not None and result.error.startswith(f"cannot connect to 127.0.0.1:{port}")
+    assert result.error is not None and result.error.startswith(
+        f"cannot connect to 127.0.0.1:{port}"
+    )
 
 
 async def test_guard_refusal_is_unreachable_and_an_answer_is_not(site: Site) -> None:
@@ -303,21 +317,36 @@ async def test_guard_refusal_is_unreachable_and_an_answer_is_not(site: Site) -> 
 
 async def test_non_utf8_header_bytes_come_back_as_storable_text(fetcher: Fetcher) -> None:
     async with RawSite() as raw:
-        raw.add("/s.xml", response(200, b"<urlset/>", content_type=b"text/xml; charset=\xff", headers=[
-            (b"ETag", b'"\xff\xfe"'), (b"Last-Modified", b"Mon, 01 Jan 2024 \xe9 GMT"),
-            (b"Content-Encoding", b"\xc3\xa9")]))
+        raw.add(
+            "/s.xml",
+            response(
+                200,
+                b"<urlset/>",
+                content_type=b"text/xml; charset=\xff",
+                headers=[
+                    (b"ETag", b'"\xff\xfe"'),
+                    (b"Last-Modified", b"Mon, 01 Jan 2024 \xe9 GMT"),
+                    (b"Content-Encoding", b"\xc3\xa9"),
+                ],
+            ),
+        )
         result = await fetcher.fetch(raw.url("/s.xml"), Collect())
     assert result.ok
     assert (result.etag, result.last_modified) == ('"\ufffd\ufffd"', "Mon, 01 Jan 2024 \ufffd GMT")
     assert (result.content_type, result.content_encoding) == ("text/xml; charset=\ufffd", "\u00e9")
 
 
-@pytest.mark.parametrize(("location", "path"), [
-    (b"/caf\xe9.xml", "/caf%E9.xml"),  # Latin-1: not UTF-8, kept as its byte
-    (b"/s\xc3\xa9.xml", "/s%C3%A9.xml"),  # UTF-8
-    (b"/mixed-\xc3\xa9-\xff.xml?q=\xfe", "/mixed-%C3%A9-%FF.xml?q=%FE"),
-])
-async def test_redirect_keeps_every_byte_of_location(fetcher: Fetcher, location: bytes, path: str) -> None:
+@pytest.mark.parametrize(
+    ("location", "path"),
+    [
+        (b"/caf\xe9.xml", "/caf%E9.xml"),  # Latin-1: not UTF-8, kept as its byte
+        (b"/s\xc3\xa9.xml", "/s%C3%A9.xml"),  # UTF-8
+        (b"/mixed-\xc3\xa9-\xff.xml?q=\xfe", "/mixed-%C3%A9-%FF.xml?q=%FE"),
+    ],
+)
+async def test_redirect_keeps_every_byte_of_location(
+    fetcher: Fetcher, location: bytes, path: str
+) -> None:
     async with RawSite() as raw:
         raw.add("/old", response(301, headers=[(b"Location", location)]))
         raw.add(path, response(200, b"<urlset/>"))
@@ -357,8 +386,9 @@ async def test_invalid_url_is_an_error_result(fetcher: Fetcher) -> None:
 
 def test_limits_from_settings() -> None:
     assert FetchLimits.from_settings(SimpleNamespace()) == FetchLimits()
-    custom = SimpleNamespace(fetch_total_timeout=timedelta(seconds=5), fetch_max_attempts=1,
-                             allow_private_networks=True)
+    custom = SimpleNamespace(
+        fetch_total_timeout=timedelta(seconds=5), fetch_max_attempts=1, allow_private_networks=True
+    )
     got = FetchLimits.from_settings(custom)
     assert (got.total_timeout, got.max_attempts, got.allow_private_networks) == (5.0, 1, True)
 
@@ -401,8 +431,10 @@ def test_is_forbidden(ip: str, reason: str | None) -> None:
 async def test_resolver_keeps_only_allowed_addresses() -> None:
     class Inner:
         async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[dict[str, Any]]:
-            return [{"hostname": host, "host": h, "port": port, "family": 2, "proto": 6, "flags": 0}
-                    for h in ("10.0.0.1", "93.184.215.14")]
+            return [
+                {"hostname": host, "host": h, "port": port, "family": 2, "proto": 6, "flags": 0}
+                for h in ("10.0.0.1", "93.184.215.14")
+            ]
 
         async def close(self) -> None:
             pass
@@ -413,7 +445,9 @@ async def test_resolver_keeps_only_allowed_addresses() -> None:
 
 
 @pytest.mark.parametrize("paused", [True, False])
-async def test_a_sink_waiting_inside_deadline_paused_does_not_use_up_the_deadline(site: Site, paused: bool) -> None:
+async def test_a_sink_waiting_inside_deadline_paused_does_not_use_up_the_deadline(
+    site: Site, paused: bool
+) -> None:
     """The sink waits on something slow of its own (here another fetch, which the server
     answers after 1 s) for longer than the whole deadline. Inside deadline_paused() that
     wait is not the server's, and the body arrives whole; outside it, the fetch times out."""
@@ -422,7 +456,11 @@ async def test_a_sink_waiting_inside_deadline_paused_does_not_use_up_the_deadlin
     site.add("/slow", b"ok", delay=1.0)
     received = bytearray()
 
-    async with Fetcher(limits(total_timeout=0.5, max_attempts=1)) as main, Fetcher(limits()) as other:
+    async with (
+        Fetcher(limits(total_timeout=0.5, max_attempts=1)) as main,
+        Fetcher(limits()) as other,
+    ):
+
         async def sink(chunk: bytes) -> None:
             if not received:  # once, at the first chunk
                 if paused:

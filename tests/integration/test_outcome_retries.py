@@ -18,12 +18,15 @@ from worker.outcomes import Outcome, OutcomeWriter
 async def claimed_job(direct: asyncpg.Connection) -> ClaimedJob:
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, status, owner, lease_expires_at, started_at, attempts)"
-        " VALUES ('noop', 'processing', $1, now() + interval '1 minute', now(), 1) RETURNING id", OWNER)
+        " VALUES ('noop', 'processing', $1, now() + interval '1 minute', now(), 1) RETURNING id",
+        OWNER,
+    )
     return ClaimedJob(job_id, "noop", "{}", 1, 3)
 
 
 async def test_a_connection_lost_mid_batch_rewrites_only_what_was_not_written(
-        pool, settings, direct, direct_dsn, caplog):
+    pool, settings, direct, direct_dsn, caplog
+):
     caplog.set_level(logging.INFO, logger="worker")
     done, failing = await claimed_job(direct), await claimed_job(direct)
     # The batch writes the completion first, then the failure, which waits at the gate
@@ -36,10 +39,14 @@ async def test_a_connection_lost_mid_batch_rewrites_only_what_was_not_written(
     try:
         async with gate_closed(direct_dsn):
             await until_a_statement_waits_on_a_lock(direct, "%sitemap_worker_fail(%")
-            assert await direct.fetchval("SELECT status FROM jobs WHERE id = $1", done.id) == "completed"
+            assert (
+                await direct.fetchval("SELECT status FROM jobs WHERE id = $1", done.id)
+                == "completed"
+            )
             killed = await direct.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE '%sitemap_worker_fail(%'")
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%sitemap_worker_fail(%'"
+            )
             assert killed == 1
         await asyncio.wait_for(writer.wait_idle(), 15)
     finally:

@@ -12,26 +12,40 @@ from worker.database_urls import Urls
 from worker.sql import q
 
 
-async def job(conn: asyncpg.Connection, status: str, age_days: float, *,
-              parent: int | None = None, job_type: str = "noop") -> int:
+async def job(
+    conn: asyncpg.Connection,
+    status: str,
+    age_days: float,
+    *,
+    parent: int | None = None,
+    job_type: str = "noop",
+) -> int:
     """A job that was created and (if ended) finished `age_days` ago."""
     return await conn.fetchval(
         "INSERT INTO jobs (job_type, status, parent_id, created_at, finished_at)"
         " SELECT $1, $2, $3, t, CASE WHEN $2 IN ('completed', 'failed', 'cancelled')"
         "                          THEN t + interval '1 minute' END"
         "   FROM (SELECT now() - make_interval(days => $4::int) AS t) ago RETURNING id",
-        job_type, status, parent, int(age_days))
+        job_type,
+        status,
+        parent,
+        int(age_days),
+    )
 
 
 async def scan_rows(conn: asyncpg.Connection, job_id: int, urls: int) -> None:
     file_id = await conn.fetchval(
         "INSERT INTO sitemap_files (job_id, url, status)"
         " VALUES ($1, 'https://a.test/s.xml', 'ok') RETURNING id",
-        job_id)
+        job_id,
+    )
     await conn.execute(
         "INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc)"
         " SELECT $1, $2, 'https://a.test/p' || g FROM generate_series(1, $3) g",
-        job_id, file_id, urls)
+        job_id,
+        file_id,
+        urls,
+    )
 
 
 async def test_prune_deletes_only_old_ended_jobs_with_their_rows(urls: Urls, direct):
@@ -68,9 +82,14 @@ async def test_prune_command_reports_what_it_deleted(direct, direct_dsn):
         await job(direct, "completed", 10)
     await job(direct, "completed", 0)
     proc = await asyncio.create_subprocess_exec(
-        *worker_command(), "prune", "--older-than", "7d",
+        *worker_command(),
+        "prune",
+        "--older-than",
+        "7d",
         env=process_env({"DATABASE_URL": direct_dsn}),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert out.decode().startswith("deleted 3 ended job(s) older than 7 days")

@@ -32,21 +32,34 @@ def index(*locs: str) -> bytes:
 async def scan(pool, settings, direct, domain: str, **payload):
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": domain, **payload}))
+        json.dumps({"domain": domain, **payload}),
+    )
     worker = JobLoop(pool, settings, default_registry(), concurrency=2, burst=True)
     await asyncio.wait_for(worker.run(), 60)
     return await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
 
 
-async def test_scan_walks_robots_index_gzip_and_stores_each_url_once(site, pool, make_settings, direct):
+async def test_scan_walks_robots_index_gzip_and_stores_each_url_once(
+    site, pool, make_settings, direct
+):
     o = site.origin
     site.add("/robots.txt", f"User-agent: *\nSitemap: {o}/sitemap_index.xml # main\n".encode())
-    site.add("/sitemap_index.xml", index(f"{o}/a.xml", f"{o}/b.xml.gz", f"{o}/missing.xml",
-                                         f"{o}/a.xml", f"{o}/sitemap_index.xml"))
-    extra = (f'<image:image><image:loc>{o}/i1.jpg</image:loc></image:image>'
-             f'<image:image><image:loc>{o}/i2.jpg</image:loc></image:image>'
-             f'<xhtml:link rel="alternate" hreflang="de" href="{o}/de/"/>'
-             f'<xhtml:link rel="alternate" hreflang="x-default" href="{o}/"/>')
+    site.add(
+        "/sitemap_index.xml",
+        index(
+            f"{o}/a.xml",
+            f"{o}/b.xml.gz",
+            f"{o}/missing.xml",
+            f"{o}/a.xml",
+            f"{o}/sitemap_index.xml",
+        ),
+    )
+    extra = (
+        f"<image:image><image:loc>{o}/i1.jpg</image:loc></image:image>"
+        f"<image:image><image:loc>{o}/i2.jpg</image:loc></image:image>"
+        f'<xhtml:link rel="alternate" hreflang="de" href="{o}/de/"/>'
+        f'<xhtml:link rel="alternate" hreflang="x-default" href="{o}/"/>'
+    )
     site.add("/a.xml", urlset(f"{o}/p1?x=1&amp;y=2", f"{o}/p2", f"{o}/p3", extra=extra))
     site.add("/b.xml.gz", gzip.compress(urlset(f"{o}/p3", f"{o}/p4")))
     site.add("/sitemap.xml", urlset(f"{o}/p5"))
@@ -59,11 +72,16 @@ async def test_scan_walks_robots_index_gzip_and_stores_each_url_once(site, pool,
     assert job["progress"] == 1
     urls = {r["loc"]: r for r in await direct.fetch("SELECT * FROM sitemap_urls")}
     assert set(urls) == {f"{o}/p1?x=1&y=2", f"{o}/p2", f"{o}/p3", f"{o}/p4", f"{o}/p5"}
-    assert [i["loc"] for i in json.loads(urls[f"{o}/p2"]["images"])] == [f"{o}/i1.jpg", f"{o}/i2.jpg"]
+    assert [i["loc"] for i in json.loads(urls[f"{o}/p2"]["images"])] == [
+        f"{o}/i1.jpg",
+        f"{o}/i2.jpg",
+    ]
     assert {a["hreflang"] for a in json.loads(urls[f"{o}/p2"]["alternates"])} == {"de", "x-default"}
     assert urls[f"{o}/p4"]["images"] is None
     files = {r["url"]: r for r in await direct.fetch("SELECT * FROM sitemap_files")}
-    assert site.hits["/a.xml"] == 1 and site.hits["/sitemap_index.xml"] == 1  # listed twice, fetched once
+    assert (
+        site.hits["/a.xml"] == 1 and site.hits["/sitemap_index.xml"] == 1
+    )  # listed twice, fetched once
     assert files[f"{o}/missing.xml"]["status"] == "error"
     assert files[f"{o}/missing.xml"]["error"] == "HTTP 404"
     assert files[f"{o}/a.xml"]["parent_id"] == files[f"{o}/sitemap_index.xml"]["id"]
@@ -91,8 +109,9 @@ async def test_max_urls_holds_when_files_store_side_by_side(site, pool, make_set
     for n in "abcd":
         body = urlset(*(f"{o}/{n}/{i}" for i in range(30)))
         site.add_split(f"/{n}.xml", body, at=len(body) - len(b"</urlset>"), release=release)
-    job = asyncio.ensure_future(scan(pool, make_settings(allow_private_networks=True), direct, o,
-                                     max_urls=50))
+    job = asyncio.ensure_future(
+        scan(pool, make_settings(allow_private_networks=True), direct, o, max_urls=50)
+    )
     async with asyncio.timeout(20):
         for n in "abcd":
             await site.arrival(f"/{n}.xml").wait()
@@ -100,7 +119,10 @@ async def test_max_urls_holds_when_files_store_side_by_side(site, pool, make_set
     row = await job
     assert row["status"] == "completed", row["error"]
     assert json.loads(row["result"])["url_count"] == 50
-    assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", row["id"]) == 50
+    assert (
+        await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", row["id"])
+        == 50
+    )
 
 
 async def test_a_held_child_does_not_hold_up_the_files_after_it(site, pool, make_settings, direct):
@@ -160,7 +182,9 @@ class Lines:
         return False
 
 
-async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_settings, direct, urls):
+async def test_waiting_shows_files_and_urls_while_a_scan_runs(
+    site, pool, make_settings, direct, urls
+):
     """enqueue --wait and scan show a live line: files done / tried and URLs so far, which
     grow while a big file is still being read (its chunks count on its file row)."""
     o = site.origin
@@ -168,14 +192,19 @@ async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_s
     site.add("/index.xml", index(f"{o}/a.xml", f"{o}/big.xml"))
     site.add("/a.xml", urlset(*(f"{o}/a/{i}" for i in range(3))))
     big = urlset(*(f"{o}/big/{i}" for i in range(CHUNK + 10)))
-    release = site.add_split("/big.xml", big, at=len(big) - len(b"</urlset>"))  # held before its end
+    release = site.add_split(
+        "/big.xml", big, at=len(big) - len(b"</urlset>")
+    )  # held before its end
     settings = make_settings(allow_private_networks=True)
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": o}))
+        json.dumps({"domain": o}),
+    )
     worker = asyncio.ensure_future(JobLoop(pool, settings, default_registry(), burst=True).run())
     out = Lines(at_least=CHUNK)
-    waiting = asyncio.ensure_future(wait_for_jobs(urls.direct, settings, [job_id], out=out, refresh=0.05))
+    waiting = asyncio.ensure_future(
+        wait_for_jobs(urls.direct, settings, [job_id], out=out, refresh=0.05)
+    )
     async with asyncio.timeout(20):
         await out.seen.wait()  # big.xml's first chunk is counted while its end is held
     release.set()
@@ -183,4 +212,7 @@ async def test_waiting_shows_files_and_urls_while_a_scan_runs(site, pool, make_s
     await asyncio.wait_for(worker, 20)
     assert row["status"] == "completed", row["error"]
     files = await direct.fetchval("SELECT count(*) FROM sitemap_files WHERE job_id = $1", job_id)
-    assert out.lines[-1] == f"job {job_id} completed 100% · {files}/{files} files · {CHUNK + 13:,} URLs listed"
+    assert (
+        out.lines[-1]
+        == f"job {job_id} completed 100% · {files}/{files} files · {CHUNK + 13:,} URLs listed"
+    )

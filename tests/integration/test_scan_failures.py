@@ -44,8 +44,13 @@ def urlset(*locs: str, extra: str = "") -> bytes:
 class Scan:
     """One finished scan job as the public tables show it."""
 
-    def __init__(self, job: asyncpg.Record, files: dict[str, asyncpg.Record], locs: list[str],
-                 metrics: Metrics) -> None:
+    def __init__(
+        self,
+        job: asyncpg.Record,
+        files: dict[str, asyncpg.Record],
+        locs: list[str],
+        metrics: Metrics,
+    ) -> None:
         self.job, self.files, self.locs, self.metrics = job, files, locs, metrics
         self.result: dict[str, Any] = json.loads(job["result"]) if job["result"] else {}
 
@@ -55,23 +60,38 @@ class Scan:
         return sum(value(f"{PREFIX}_fetches_total", {"outcome": o}) or 0 for o in ("ok", "error"))
 
 
-async def scan(pool, make_settings, direct, origin: str, *, retry_base: float = 600,
-               **settings: Any) -> Scan:
+async def scan(
+    pool, make_settings, direct, origin: str, *, retry_base: float = 600, **settings: Any
+) -> Scan:
     """Run one scan to its end (or to its first retry: the backoff is long, so a retried job
     stays pending and the burst worker exits)."""
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": origin}))
+        json.dumps({"domain": origin}),
+    )
     metrics = Metrics()
-    worker = JobLoop(pool, make_settings(allow_private_networks=True,
-                                        retry_base=timedelta(seconds=retry_base), **settings),
-                    default_registry(), concurrency=1, burst=True, metrics=metrics)
+    worker = JobLoop(
+        pool,
+        make_settings(
+            allow_private_networks=True, retry_base=timedelta(seconds=retry_base), **settings
+        ),
+        default_registry(),
+        concurrency=1,
+        burst=True,
+        metrics=metrics,
+    )
     await asyncio.wait_for(worker.run(), 60)
     job = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
-    files = {r["url"].removeprefix(origin): r
-             for r in await direct.fetch("SELECT * FROM sitemap_files WHERE job_id = $1", job_id)}
-    locs = [r["loc"] for r in await direct.fetch(
-        "SELECT loc FROM sitemap_urls WHERE job_id = $1 ORDER BY loc", job_id)]
+    files = {
+        r["url"].removeprefix(origin): r
+        for r in await direct.fetch("SELECT * FROM sitemap_files WHERE job_id = $1", job_id)
+    }
+    locs = [
+        r["loc"]
+        for r in await direct.fetch(
+            "SELECT loc FROM sitemap_urls WHERE job_id = $1 ORDER BY loc", job_id
+        )
+    ]
     return Scan(job, files, locs, metrics)
 
 
@@ -83,24 +103,39 @@ async def assert_agrees_with_rows(direct, done: Scan) -> None:
         assert job["status"] == "completed", job["error"]
     if job["status"] == "completed":
         assert done.result["url_count"] == stored
-        failed = sum(1 for r in done.files.values() if r["status"] == "error"
-                     and not (r["source"] == "well_known" and r["http_status"] in (404, 410)))
+        failed = sum(
+            1
+            for r in done.files.values()
+            if r["status"] == "error"
+            and not (r["source"] == "well_known" and r["http_status"] in (404, 410))
+        )
         assert done.result["error_count"] == failed
         assert done.result["truncated"] == any(r["truncated"] for r in done.files.values())
     else:
         assert job["result"] is None and stored == 0
     not_finished = await direct.fetchval(
-        "SELECT count(*) FROM sitemap_files WHERE job_id = $1 AND error LIKE 'not finished%'", job["id"])
+        "SELECT count(*) FROM sitemap_files WHERE job_id = $1 AND error LIKE 'not finished%'",
+        job["id"],
+    )
     assert not_finished == 0
 
 
 # Item 3: one bad byte --------------------------------------------------------------------
 
 
-async def test_non_utf8_header_bytes_are_cleaned_and_the_file_is_stored(raw, pool, make_settings, direct):
+async def test_non_utf8_header_bytes_are_cleaned_and_the_file_is_stored(
+    raw, pool, make_settings, direct
+):
     body = urlset(f"{raw.origin}/a", f"{raw.origin}/b")
-    raw.add("/sitemap.xml", response(200, body, content_type=b"text/xml; charset=\xff", headers=[
-        (b"ETag", b'"\xff\xfe"'), (b"Last-Modified", b"Mon, 01 Jan 2024 \xe9 GMT")]))
+    raw.add(
+        "/sitemap.xml",
+        response(
+            200,
+            body,
+            content_type=b"text/xml; charset=\xff",
+            headers=[(b"ETag", b'"\xff\xfe"'), (b"Last-Modified", b"Mon, 01 Jan 2024 \xe9 GMT")],
+        ),
+    )
     raw.add("/sitemap_index.xml", response(200, urlset(f"{raw.origin}/c")))
     done = await scan(pool, make_settings, direct, raw.origin)
     assert done.job["status"] == "completed", done.job["error"]
@@ -113,15 +148,25 @@ async def test_non_utf8_header_bytes_are_cleaned_and_the_file_is_stored(raw, poo
     await assert_agrees_with_rows(direct, done)
 
 
-async def test_escaped_nul_text_in_an_extension_is_stored_as_written(site, pool, make_settings, direct):
+async def test_escaped_nul_text_in_an_extension_is_stored_as_written(
+    site, pool, make_settings, direct
+):
     o = site.origin
     title = r"C:\u0000 path"  # the six characters backslash, u, 0, 0, 0, 0: not a NUL
-    site.add("/sitemap.xml", urlset(f"{o}/a", extra=f"<image:image><image:loc>{o}/i.jpg</image:loc>"
-                                                    f"<image:title>{title}</image:title></image:image>"))
+    site.add(
+        "/sitemap.xml",
+        urlset(
+            f"{o}/a",
+            extra=f"<image:image><image:loc>{o}/i.jpg</image:loc>"
+            f"<image:title>{title}</image:title></image:image>",
+        ),
+    )
     site.add("/sitemap_index.xml", urlset(f"{o}/b"))
     done = await scan(pool, make_settings, direct, o)
     assert done.job["status"] == "completed", done.job["error"]
-    images = json.loads(await direct.fetchval("SELECT images FROM sitemap_urls WHERE loc = $1", f"{o}/a"))
+    images = json.loads(
+        await direct.fetchval("SELECT images FROM sitemap_urls WHERE loc = $1", f"{o}/a")
+    )
     assert images[0]["title"] == title
     assert done.locs == [f"{o}/a", f"{o}/b"]
 
@@ -129,7 +174,9 @@ async def test_escaped_nul_text_in_an_extension_is_stored_as_written(site, pool,
 # Item 4: robots.txt over 512 KiB ---------------------------------------------------------
 
 
-async def test_sitemap_lines_of_a_huge_robots_txt_are_read_up_to_the_cap(site, pool, make_settings, direct):
+async def test_sitemap_lines_of_a_huge_robots_txt_are_read_up_to_the_cap(
+    site, pool, make_settings, direct
+):
     o = site.origin
     head = f"User-agent: *\nSitemap: {o}/early.xml\n".encode()
     filler = b"Disallow: /" + b"x" * 100 + b"\n"
@@ -168,7 +215,9 @@ async def test_a_robots_txt_cut_short_gives_its_complete_lines(raw, pool, make_s
 # Items 5 and 6: a flawed only sitemap; a body cut short ----------------------------------
 
 
-async def test_only_sitemap_cut_by_the_download_cap_completes_with_its_urls(site, pool, make_settings, direct):
+async def test_only_sitemap_cut_by_the_download_cap_completes_with_its_urls(
+    site, pool, make_settings, direct
+):
     o = site.origin
     site.add("/sitemap.xml", urlset(*(f"{o}/page-{i:04}" for i in range(200))))
     done = await scan(pool, make_settings, direct, o, fetch_max_bytes=4096)
@@ -176,13 +225,16 @@ async def test_only_sitemap_cut_by_the_download_cap_completes_with_its_urls(site
     row = done.files["/sitemap.xml"]
     assert 0 < row["url_count"] < 200 and len(done.locs) == row["url_count"]
     assert row["status"] == "error" and row["truncated"]
-    assert row["error"] == (f"download cap of 4,096 bytes reached: the file was cut short, "
-                            f"{row['url_count']} URLs kept")
+    assert row["error"] == (
+        f"download cap of 4,096 bytes reached: the file was cut short, {row['url_count']} URLs kept"
+    )
     assert done.result["error_count"] == 1 and done.result["truncated"]
     await assert_agrees_with_rows(direct, done)
 
 
-async def test_total_timeout_mid_body_is_an_error_that_keeps_the_urls(site, pool, make_settings, direct):
+async def test_total_timeout_mid_body_is_an_error_that_keeps_the_urls(
+    site, pool, make_settings, direct
+):
     o = site.origin
     body = urlset(*(f"{o}/p{i}" for i in range(5)))
     site.add_split("/sitemap.xml", body, at=body.index(b"<url><loc>" + f"{o}/p4".encode()) + 14)
@@ -195,7 +247,9 @@ async def test_total_timeout_mid_body_is_an_error_that_keeps_the_urls(site, pool
     await assert_agrees_with_rows(direct, done)
 
 
-async def test_connection_dropped_mid_body_keeps_complete_lines_only(raw, pool, make_settings, direct):
+async def test_connection_dropped_mid_body_keeps_complete_lines_only(
+    raw, pool, make_settings, direct
+):
     o = raw.origin
     body = f"{o}/t1\n{o}/t2\n{o}/t3-cut-he".encode()  # the third line never ends
     raw.add("/sitemap.txt", response(200, body, length=len(body) + 500, content_type=b"text/plain"))
@@ -203,14 +257,18 @@ async def test_connection_dropped_mid_body_keeps_complete_lines_only(raw, pool, 
     assert done.job["status"] == "completed", done.job["error"]
     row = done.files["/sitemap.txt"]
     assert row["status"] == "error" and row["truncated"] and row["url_count"] == 2
-    assert row["error"] == ("broken response body: cut short, or a bad chunked or compressed encoding: "
-                            "the file was cut short, 2 URLs kept")
+    assert row["error"] == (
+        "broken response body: cut short, or a bad chunked or compressed encoding: "
+        "the file was cut short, 2 URLs kept"
+    )
     assert done.locs == [f"{o}/t1", f"{o}/t2"]
     await assert_agrees_with_rows(direct, done)
 
 
 @pytest.mark.parametrize("flaw", ["stray bytes", "raw ampersand", "dropped", "cap"])
-async def test_a_flawed_only_sitemap_never_contradicts_its_rows(raw, pool, make_settings, direct, flaw):
+async def test_a_flawed_only_sitemap_never_contradicts_its_rows(
+    raw, pool, make_settings, direct, flaw
+):
     o = raw.origin
     good = urlset(*(f"{o}/p{i:03}" for i in range(100)))
     settings: dict[str, Any] = {}
@@ -246,7 +304,9 @@ async def test_a_refusing_host_is_asked_once_and_the_job_is_retried(pool, make_s
     assert (job["updated_at"] - job["started_at"]).total_seconds() < 10  # generous: ~15 s before
 
 
-async def test_a_scan_whose_every_file_failed_transiently_is_retried(site, pool, make_settings, direct):
+async def test_a_scan_whose_every_file_failed_transiently_is_retried(
+    site, pool, make_settings, direct
+):
     o = site.origin
     site.add("/robots.txt", f"Sitemap: {o}/a.xml\n")
     site.add("/a.xml", status=503)
@@ -255,7 +315,10 @@ async def test_a_scan_whose_every_file_failed_transiently_is_retried(site, pool,
     job = done.job
     assert job["status"] == "pending" and job["attempts"] == 1, job["error"]
     assert job["error"].startswith("no sitemap could be fetched") and "HTTP 50" in job["error"]
-    assert {done.files["/a.xml"]["error"], done.files["/sitemap.xml"]["error"]} == {"HTTP 503", "HTTP 502"}
+    assert {done.files["/a.xml"]["error"], done.files["/sitemap.xml"]["error"]} == {
+        "HTTP 503",
+        "HTTP 502",
+    }
 
 
 async def test_a_site_answering_404_everywhere_fails_for_good(site, pool, make_settings, direct):
@@ -272,8 +335,9 @@ async def test_a_site_answering_404_everywhere_fails_for_good(site, pool, make_s
 
 
 @pytest.mark.parametrize("path", ["copy", "insert"])
-async def test_a_date_with_no_utc_equivalent_is_dropped_and_its_text_kept(site, pool, make_settings,
-                                                                         direct, path):
+async def test_a_date_with_no_utc_equivalent_is_dropped_and_its_text_kept(
+    site, pool, make_settings, direct, path
+):
     """0001-01-01T00:00:00+14:00 is a valid W3C date whose UTC instant falls before year 1:
     the driver cannot encode it. Stored without its parsed date, raw text kept; by COPY (the
     first chunk) and by INSERT (a later chunk, after a URL listed twice switched the writer)."""
@@ -284,13 +348,19 @@ async def test_a_date_with_no_utc_equivalent_is_dropped_and_its_text_kept(site, 
     body = "".join(f"<url><loc>{u}</loc></url>" for u in first)
     body += f"<url><loc>{o}/bad</loc><lastmod>{early}</lastmod></url>"
     body += f"<url><loc>{o}/good</loc><lastmod>2024-01-02</lastmod></url>"
-    site.add("/sitemap.xml", f'<urlset {NS}>{body}</urlset>')
+    site.add("/sitemap.xml", f"<urlset {NS}>{body}</urlset>")
     done = await scan(pool, make_settings, direct, o)
     assert done.job["status"] == "completed", done.job["error"]
     row = done.files["/sitemap.xml"]
     assert (row["status"], row["error"]) == ("ok", None)
-    rows = {r["loc"]: r for r in await direct.fetch(
-        "SELECT loc, lastmod, lastmod_raw FROM sitemap_urls WHERE loc IN ($1, $2)", f"{o}/bad", f"{o}/good")}
+    rows = {
+        r["loc"]: r
+        for r in await direct.fetch(
+            "SELECT loc, lastmod, lastmod_raw FROM sitemap_urls WHERE loc IN ($1, $2)",
+            f"{o}/bad",
+            f"{o}/good",
+        )
+    }
     assert (rows[f"{o}/bad"]["lastmod"], rows[f"{o}/bad"]["lastmod_raw"]) == (None, early)
     assert rows[f"{o}/good"]["lastmod"] is not None
     assert len(done.locs) == len(set(first)) + 2
@@ -298,18 +368,25 @@ async def test_a_date_with_no_utc_equivalent_is_dropped_and_its_text_kept(site, 
 
 
 async def test_an_index_pointing_at_a_dead_host_asks_it_only_until_it_is_known_dead(
-        site, pool, make_settings, direct):
+    site, pool, make_settings, direct
+):
     o, dead = site.origin, f"http://127.0.0.1:{free_port()}"
     children = "".join(f"<sitemap><loc>{dead}/c{i}.xml</loc></sitemap>" for i in range(20))
     site.add("/robots.txt", f"Sitemap: {o}/index.xml\n")
-    site.add("/index.xml", f"<sitemapindex {NS}><sitemap><loc>{o}/a.xml</loc></sitemap>{children}"
-                           f"</sitemapindex>")
+    site.add(
+        "/index.xml",
+        f"<sitemapindex {NS}><sitemap><loc>{o}/a.xml</loc></sitemap>{children}</sitemapindex>",
+    )
     site.add("/a.xml", urlset(f"{o}/p"))
     done = await scan(pool, make_settings, direct, o, fetch_max_attempts=1)
     assert done.job["status"] == "completed", done.job["error"]
     rows = [r for url, r in done.files.items() if url.startswith(dead)]
     assert len(rows) == 20 and all(r["status"] == "error" for r in rows)
-    skipped = [r for r in rows if r["error"].startswith(f"not fetched: {dead} could not be reached (cannot connect")]
+    skipped = [
+        r
+        for r in rows
+        if r["error"].startswith(f"not fetched: {dead} could not be reached (cannot connect")
+    ]
     assert len(skipped) >= 20 - 4  # only the files already in flight asked it
     site_fetches = 1 + 1 + 1 + 16  # robots.txt, index, a.xml, the well-known paths
     assert done.fetches <= site_fetches + 4
@@ -317,20 +394,30 @@ async def test_an_index_pointing_at_a_dead_host_asks_it_only_until_it_is_known_d
     await assert_agrees_with_rows(direct, done)
 
 
-async def test_batch_totals_count_the_urls_of_a_flawed_only_sitemap(site, pool, make_settings, direct):
+async def test_batch_totals_count_the_urls_of_a_flawed_only_sitemap(
+    site, pool, make_settings, direct
+):
     """The batch's sums come from its children's results: a child that stored URLs must
     complete and count them, or the batch leaves them out."""
     o = site.origin
     site.add("/sitemap.xml", urlset(*(f"{o}/page-{i:04}" for i in range(200))))
     batch = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_batch', $1::jsonb) RETURNING id",
-        json.dumps({"domains": [o]}))
-    worker = JobLoop(pool, make_settings(allow_private_networks=True, fetch_max_bytes=4096),
-                    default_registry(), concurrency=1, burst=True)
+        json.dumps({"domains": [o]}),
+    )
+    worker = JobLoop(
+        pool,
+        make_settings(allow_private_networks=True, fetch_max_bytes=4096),
+        default_registry(),
+        concurrency=1,
+        burst=True,
+    )
     await asyncio.wait_for(worker.run(), 60)
     parent = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", batch)
     stored = await direct.fetchval(
-        "SELECT count(*) FROM sitemap_urls u JOIN jobs j ON j.id = u.job_id WHERE j.parent_id = $1", batch)
+        "SELECT count(*) FROM sitemap_urls u JOIN jobs j ON j.id = u.job_id WHERE j.parent_id = $1",
+        batch,
+    )
     assert parent["status"] == "completed" and 0 < stored < 200
     result = json.loads(parent["result"])
     assert (result["completed"], result["failed"]) == (1, 0)

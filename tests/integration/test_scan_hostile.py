@@ -26,19 +26,27 @@ def urls(direct_dsn: str) -> Urls:
 
 
 def urlset(*locs: str) -> bytes:
-    return f'<urlset {NS}>{"".join(f"<url><loc>{u}</loc></url>" for u in locs)}</urlset>'.encode()
+    return f"<urlset {NS}>{''.join(f'<url><loc>{u}</loc></url>' for u in locs)}</urlset>".encode()
 
 
 async def scan(pool, make_settings, direct, site: Site, **settings):
     job_id = await direct.fetchval(
         "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": site.origin}))
-    worker = JobLoop(pool, make_settings(allow_private_networks=True, **settings),
-                    default_registry(), concurrency=1, burst=True)
+        json.dumps({"domain": site.origin}),
+    )
+    worker = JobLoop(
+        pool,
+        make_settings(allow_private_networks=True, **settings),
+        default_registry(),
+        concurrency=1,
+        burst=True,
+    )
     await asyncio.wait_for(worker.run(), 60)
     job = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
-    files = {r["url"].removeprefix(site.origin): r
-             for r in await direct.fetch("SELECT * FROM sitemap_files WHERE job_id = $1", job_id)}
+    files = {
+        r["url"].removeprefix(site.origin): r
+        for r in await direct.fetch("SELECT * FROM sitemap_files WHERE job_id = $1", job_id)
+    }
     return job, files
 
 
@@ -48,30 +56,40 @@ def with_good_sitemap(site: Site) -> None:
 
 
 async def test_billion_laughs_is_refused(site, pool, make_settings, direct):
-    lol = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-           + "".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'
-                     for i in range(10))
-           + f']><urlset {NS}><url><loc>http://127.0.0.1/&lol9;</loc></url></urlset>')
+    lol = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(
+            f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'
+            for i in range(10)
+        )
+        + f"]><urlset {NS}><url><loc>http://127.0.0.1/&lol9;</loc></url></urlset>"
+    )
     site.add("/sitemap.xml", lol)
     with_good_sitemap(site)
     job, files = await scan(pool, make_settings, direct, site)
     assert job["status"] == "completed"
-    assert files["/sitemap.xml"]["status"] == "error" and "DOCTYPE" in files["/sitemap.xml"]["error"]
+    assert (
+        files["/sitemap.xml"]["status"] == "error" and "DOCTYPE" in files["/sitemap.xml"]["error"]
+    )
     assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE loc LIKE '%lol%'") == 0
 
 
 async def test_xxe_never_stores_local_file_content(site, pool, make_settings, direct, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-4242")
-    site.add("/sitemap.xml", f'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x SYSTEM "file://{secret}">]>'
-                             f'<urlset {NS}><url><loc>http://127.0.0.1/&x;</loc></url></urlset>')
+    site.add(
+        "/sitemap.xml",
+        f'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x SYSTEM "file://{secret}">]>'
+        f"<urlset {NS}><url><loc>http://127.0.0.1/&x;</loc></url></urlset>",
+    )
     with_good_sitemap(site)
     job, files = await scan(pool, make_settings, direct, site)
     assert files["/sitemap.xml"]["status"] == "error"
     dump = await direct.fetchval(
         "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM sitemap_urls UNION ALL"
         " SELECT NULL, NULL, NULL, error, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-        " FROM sitemap_files) t")
+        " FROM sitemap_files) t"
+    )
     assert "TOP-SECRET" not in dump and "TOP-SECRET" not in (job["result"] or "")
 
 
@@ -117,8 +135,11 @@ async def test_redirect_loop_is_an_error_row(site, pool, make_settings, direct):
 
 
 async def test_html_served_as_a_sitemap(site, pool, make_settings, direct):
-    site.add("/sitemap.xml", b"<!DOCTYPE html><html><body><a href='/x'>x</a></body></html>",
-             content_type="text/html")
+    site.add(
+        "/sitemap.xml",
+        b"<!DOCTYPE html><html><body><a href='/x'>x</a></body></html>",
+        content_type="text/html",
+    )
     with_good_sitemap(site)
     job, files = await scan(pool, make_settings, direct, site)
     assert files["/sitemap.xml"]["kind"] == "html" and files["/sitemap.xml"]["status"] == "error"
@@ -136,7 +157,9 @@ async def test_index_of_many_missing_children(site, pool, make_settings, direct)
     assert sum(r["error"] == "HTTP 404" for r in files.values() if r["source"] == "index") == 300
 
 
-async def test_sitemap_over_the_spec_limit_is_kept_whole_and_flagged(site, pool, make_settings, direct):
+async def test_sitemap_over_the_spec_limit_is_kept_whole_and_flagged(
+    site, pool, make_settings, direct
+):
     o = site.origin
     site.add("/sitemap.xml", urlset(*[f"{o}/page-{i}" for i in range(50_010)]))
     job, files = await scan(pool, make_settings, direct, site)

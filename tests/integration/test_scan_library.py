@@ -40,10 +40,18 @@ async def test_scan_sitemaps_walks_a_site_file_by_file(site: Site) -> None:
         files = [f async for f in scan_sitemaps(o, fetcher)]
     found = {f.url.removeprefix(o): f for f in files if f.found}
     assert set(found) == {"/index.xml", "/a.xml", "/b.xml.gz"}
-    assert (found["/index.xml"].kind, found["/index.xml"].source, found["/index.xml"].urls) == ("index", "robots", [])
+    assert (found["/index.xml"].kind, found["/index.xml"].source, found["/index.xml"].urls) == (
+        "index",
+        "robots",
+        [],
+    )
     assert [u.loc for u in found["/a.xml"].urls] == [f"{o}/p1", f"{o}/p2"]
     assert [u.loc for u in found["/b.xml.gz"].urls] == [f"{o}/p3"]
-    assert (found["/b.xml.gz"].source, found["/b.xml.gz"].depth, found["/b.xml.gz"].error) == ("index", 1, None)
+    assert (found["/b.xml.gz"].source, found["/b.xml.gz"].depth, found["/b.xml.gz"].error) == (
+        "index",
+        1,
+        None,
+    )
     assert site.hits["/a.xml"] == 1 and site.hits["/index.xml"] == 1  # each file once
     missing = [f for f in files if not f.found]
     assert missing and all(f.fetched.status == 404 and f.error == "HTTP 404" for f in missing)

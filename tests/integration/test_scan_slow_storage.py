@@ -60,26 +60,42 @@ def start_scan(pool: asyncpg.Pool, settings: Any, job_id: int) -> asyncio.Task[N
 
 
 async def enqueue(direct: asyncpg.Connection, origin: str) -> int:
-    return int(await direct.fetchval(
-        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
-        json.dumps({"domain": origin})))
+    return int(
+        await direct.fetchval(
+            "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan', $1::jsonb) RETURNING id",
+            json.dumps({"domain": origin}),
+        )
+    )
 
 
-async def assert_all_stored(direct: asyncpg.Connection, job_id: int, counts: dict[str, int]) -> None:
+async def assert_all_stored(
+    direct: asyncpg.Connection, job_id: int, counts: dict[str, int]
+) -> None:
     job = await direct.fetchrow("SELECT status, error, result FROM jobs WHERE id = $1", job_id)
     assert job["status"] == "completed", job["error"]
     assert json.loads(job["result"])["url_count"] == sum(counts.values())
-    files = {r["url"].rsplit("/", 1)[1]: r for r in await direct.fetch(
-        "SELECT url, status, error, url_count, truncated FROM sitemap_files WHERE job_id = $1", job_id)}
+    files = {
+        r["url"].rsplit("/", 1)[1]: r
+        for r in await direct.fetch(
+            "SELECT url, status, error, url_count, truncated FROM sitemap_files WHERE job_id = $1",
+            job_id,
+        )
+    }
     for name, count in counts.items():
         row = files[name]
-        assert (row["status"], row["error"], row["url_count"], row["truncated"]) == ("ok", None, count, False)
+        assert (row["status"], row["error"], row["url_count"], row["truncated"]) == (
+            "ok",
+            None,
+            count,
+            False,
+        )
     stored = await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id)
     assert stored == sum(counts.values())
 
 
 async def test_a_file_waiting_on_storage_frees_its_host_slot_and_does_not_time_out(
-        site, pool, make_settings, direct, direct_dsn):
+    site, pool, make_settings, direct, direct_dsn
+):
     """One request per host at a time. Each file holds more than a chunk (before, the body
     sink wrote that chunk itself, inside the fetch) but fits in the queue: both files are
     read while the first write waits, and neither reports the wait as a timeout."""
@@ -90,8 +106,11 @@ async def test_a_file_waiting_on_storage_frees_its_host_slot_and_does_not_time_o
     site.add("/a.xml", urlset(o, "a", size))
     site.add("/b.xml", urlset(o, "b", size))
     job_id = await enqueue(direct, o)
-    settings = make_settings(allow_private_networks=True, fetch_per_host_concurrency=1,
-                             fetch_total_timeout=timedelta(seconds=2))
+    settings = make_settings(
+        allow_private_networks=True,
+        fetch_per_host_concurrency=1,
+        fetch_total_timeout=timedelta(seconds=2),
+    )
     async with url_writes_wait(direct_dsn):
         run = start_scan(pool, settings, job_id)
         await until_a_statement_waits_on_a_lock(direct, "%sitemap_urls%", timeout=20)
@@ -103,7 +122,8 @@ async def test_a_file_waiting_on_storage_frees_its_host_slot_and_does_not_time_o
 
 
 async def test_back_pressure_from_storage_does_not_count_against_the_fetch_deadline(
-        site, pool, make_settings, direct, direct_dsn):
+    site, pool, make_settings, direct, direct_dsn
+):
     """A file bigger than the queue: its sink waits for room while writes wait on the lock,
     longer than the fetch's whole deadline and its read timeout. The wait is storage's:
     the file is read to its end once the lock goes, every URL stored, no error."""
@@ -112,8 +132,11 @@ async def test_back_pressure_from_storage_does_not_count_against_the_fetch_deadl
     site.add("/robots.txt", f"Sitemap: {o}/big.xml\n")
     site.add("/big.xml", urlset(o, "big", size))
     job_id = await enqueue(direct, o)
-    settings = make_settings(allow_private_networks=True, fetch_total_timeout=timedelta(seconds=1),
-                             fetch_read_timeout=timedelta(seconds=1))
+    settings = make_settings(
+        allow_private_networks=True,
+        fetch_total_timeout=timedelta(seconds=1),
+        fetch_read_timeout=timedelta(seconds=1),
+    )
     async with url_writes_wait(direct_dsn):
         run = start_scan(pool, settings, job_id)
         await until_a_statement_waits_on_a_lock(direct, "%sitemap_urls%", timeout=20)

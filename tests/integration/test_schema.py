@@ -15,8 +15,20 @@ from worker.settings import Settings
 from worker.sql import migrations, q
 
 CONTRACT_COLUMNS = {
-    "id", "job_type", "payload", "status", "progress", "result", "error", "attempts",
-    "max_attempts", "priority", "run_at", "created_at", "started_at", "finished_at",
+    "id",
+    "job_type",
+    "payload",
+    "status",
+    "progress",
+    "result",
+    "error",
+    "attempts",
+    "max_attempts",
+    "priority",
+    "run_at",
+    "created_at",
+    "started_at",
+    "finished_at",
 }
 
 
@@ -55,9 +67,13 @@ async def other(direct_dsn):
 
 
 async def test_jobs_has_every_contract_column(direct):
-    cols = {r["column_name"] for r in await direct.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")}
-    assert CONTRACT_COLUMNS <= cols
+    cols = {
+        r["column_name"]
+        for r in await direct.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'"
+        )
+    }
+    assert cols >= CONTRACT_COLUMNS
     assert {"owner", "lease_expires_at", "parent_id"} <= cols
 
 
@@ -87,7 +103,9 @@ async def test_insert_wakes_workers_once_per_statement(direct, other):
 
 async def test_scheduled_or_non_pending_inserts_do_not_wake(direct, other):
     inbox = await listen(other, "sitemap_worker_wakeup")
-    await direct.execute("INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour')")
+    await direct.execute(
+        "INSERT INTO jobs (job_type, run_at) VALUES ('noop', now() + interval '1 hour')"
+    )
     await direct.execute("INSERT INTO jobs (job_type, status) VALUES ('noop', 'completed')")
     await round_trip(other)
     assert inbox.items == []
@@ -98,24 +116,32 @@ async def test_status_changes_never_wake_workers_but_reach_the_status_channel(di
     wake = await listen(other, "sitemap_worker_wakeup")
     status = await listen(other, "sitemap_worker_status")
     await direct.execute("UPDATE jobs SET status = 'processing' WHERE id = $1", job_id)
-    await direct.execute("UPDATE jobs SET progress = 0.5 WHERE id = $1", job_id)  # not a status change
+    await direct.execute(
+        "UPDATE jobs SET progress = 0.5 WHERE id = $1", job_id
+    )  # not a status change
     await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
     await round_trip(other)
     assert wake.items == []
     events = [json.loads(p) for p in status.items]
-    assert events == [{"status": "processing", "ids": [job_id]}, {"status": "cancelled", "ids": [job_id]}]
+    assert events == [
+        {"status": "processing", "ids": [job_id]},
+        {"status": "cancelled", "ids": [job_id]},
+    ]
 
 
 async def test_status_channel_groups_a_batch_by_status_in_chunks(direct, other):
     await direct.execute("INSERT INTO jobs (job_type) SELECT 'noop' FROM generate_series(1, 1200)")
     status = await listen(other, "sitemap_worker_status")
     await direct.execute(
-        "UPDATE jobs SET status = CASE WHEN id % 2 = 0 THEN 'cancelled' ELSE 'failed' END")
+        "UPDATE jobs SET status = CASE WHEN id % 2 = 0 THEN 'cancelled' ELSE 'failed' END"
+    )
     await round_trip(other)
     events = [json.loads(p) for p in status.items]
     assert sorted(len(e["ids"]) for e in events) == [100, 100, 500, 500]  # 600 each, chunked
-    by_status = {s: sorted(i for e in events if e["status"] == s for i in e["ids"])
-                 for s in ("cancelled", "failed")}
+    by_status = {
+        s: sorted(i for e in events if e["status"] == s for i in e["ids"])
+        for s in ("cancelled", "failed")
+    }
     assert by_status["cancelled"] == list(range(2, 1201, 2))
     assert by_status["failed"] == list(range(1, 1201, 2))
 
@@ -137,32 +163,50 @@ async def test_wakeups_are_throttled_within_the_window(direct, other):
 async def test_cancel_from_sql_sets_finished_at(direct):
     job_id = await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
     row = await direct.fetchrow(
-        "UPDATE jobs SET status = 'cancelled' WHERE id = $1 RETURNING finished_at, updated_at", job_id)
+        "UPDATE jobs SET status = 'cancelled' WHERE id = $1 RETURNING finished_at, updated_at",
+        job_id,
+    )
     assert row["finished_at"] is not None and row["updated_at"] == row["finished_at"]
 
 
 async def _scan_rows(conn: asyncpg.Connection, urls_per_file: int) -> tuple[int, list[int]]:
     job_id = await conn.fetchval("INSERT INTO jobs (job_type) VALUES ('sitemap_scan') RETURNING id")
-    files = [await conn.fetchval("INSERT INTO sitemap_files (job_id, url, status)"
-                                 " VALUES ($1, $2, 'ok') RETURNING id", job_id, f"https://a.test/{n}.xml")
-             for n in range(2)]
+    files = [
+        await conn.fetchval(
+            "INSERT INTO sitemap_files (job_id, url, status) VALUES ($1, $2, 'ok') RETURNING id",
+            job_id,
+            f"https://a.test/{n}.xml",
+        )
+        for n in range(2)
+    ]
     for file_id in files:
-        await conn.execute("INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc)"
-                           " SELECT $1, $2, 'https://a.test/' || $2::bigint || '/' || g"
-                           "   FROM generate_series(1, $3) g", job_id, file_id, urls_per_file)
+        await conn.execute(
+            "INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc)"
+            " SELECT $1, $2, 'https://a.test/' || $2::bigint || '/' || g"
+            "   FROM generate_series(1, $3) g",
+            job_id,
+            file_id,
+            urls_per_file,
+        )
     return job_id, files
 
 
 async def test_url_rows_go_with_their_file_and_job_without_foreign_keys(direct):
     """Migration 0007 dropped sitemap_urls' per-row FK checks; its triggers keep the cascade."""
-    keys = await direct.fetchval("SELECT count(*) FROM pg_constraint"
-                                 " WHERE conrelid = 'sitemap_urls'::regclass AND contype = 'f'")
+    keys = await direct.fetchval(
+        "SELECT count(*) FROM pg_constraint"
+        " WHERE conrelid = 'sitemap_urls'::regclass AND contype = 'f'"
+    )
     assert keys == 0
     kept_job, _ = await _scan_rows(direct, 3)
     job_id, (first, second) = await _scan_rows(direct, 5)
     await direct.execute("DELETE FROM sitemap_files WHERE id = $1", first)
-    left = dict(await direct.fetch("SELECT sitemap_file_id, count(*) FROM sitemap_urls"
-                                   " WHERE job_id = $1 GROUP BY 1", job_id))
+    left = dict(
+        await direct.fetch(
+            "SELECT sitemap_file_id, count(*) FROM sitemap_urls WHERE job_id = $1 GROUP BY 1",
+            job_id,
+        )
+    )
     assert left == {second: 5}
     await direct.execute("DELETE FROM jobs WHERE id = $1", job_id)
     per_job = dict(await direct.fetch("SELECT job_id, count(*) FROM sitemap_urls GROUP BY 1"))
@@ -182,7 +226,10 @@ async def test_a_role_without_rights_on_url_rows_can_still_delete_files_and_jobs
             await direct.execute(f"SET LOCAL ROLE {role}")
             await direct.execute("DELETE FROM sitemap_files WHERE id = $1", first)
             await direct.execute("DELETE FROM jobs WHERE id = $1", job_id)
-        assert await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id) == 0
+        assert (
+            await direct.fetchval("SELECT count(*) FROM sitemap_urls WHERE job_id = $1", job_id)
+            == 0
+        )
     finally:
         await direct.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
@@ -200,29 +247,46 @@ async def test_migration_0008_brings_old_rows_inside_the_bounds_and_ends_stuck_b
                     break
                 await conn.execute(text)
                 await conn.execute(q("record_migration"), version)
-            poison = await conn.fetchval("INSERT INTO jobs (job_type, payload, attempts)"
-                                         " VALUES ('noop', '{}', 2147483647) RETURNING id")
-            greedy = await conn.fetchval("INSERT INTO jobs (job_type, max_attempts, priority)"
-                                         " VALUES ('noop', 5000, 2147483647) RETURNING id")
-            stuck = await conn.fetchval("INSERT INTO jobs (job_type, payload, status)"
-                                        " VALUES ('sitemap_batch', '{}', 'processing') RETURNING id")
-            await conn.execute("INSERT INTO jobs (job_type, parent_id, status, result) VALUES"
-                               " ('sitemap_scan', $1, 'completed', '{\"url_count\": 4}'),"
-                               " ('sitemap_scan', $1, 'failed', NULL)", stuck)
+            poison = await conn.fetchval(
+                "INSERT INTO jobs (job_type, payload, attempts)"
+                " VALUES ('noop', '{}', 2147483647) RETURNING id"
+            )
+            greedy = await conn.fetchval(
+                "INSERT INTO jobs (job_type, max_attempts, priority)"
+                " VALUES ('noop', 5000, 2147483647) RETURNING id"
+            )
+            stuck = await conn.fetchval(
+                "INSERT INTO jobs (job_type, payload, status)"
+                " VALUES ('sitemap_batch', '{}', 'processing') RETURNING id"
+            )
+            await conn.execute(
+                "INSERT INTO jobs (job_type, parent_id, status, result) VALUES"
+                " ('sitemap_scan', $1, 'completed', '{\"url_count\": 4}'),"
+                " ('sitemap_scan', $1, 'failed', NULL)",
+                stuck,
+            )
             applied = await migrate(dsn, Settings(database_url=dsn))
             assert "0008_batch_counters" in applied
-            invalid = await conn.fetchval("SELECT count(*) FROM pg_constraint"
-                                          " WHERE conrelid = 'jobs'::regclass AND NOT convalidated")
+            invalid = await conn.fetchval(
+                "SELECT count(*) FROM pg_constraint"
+                " WHERE conrelid = 'jobs'::regclass AND NOT convalidated"
+            )
             assert invalid == 0
             rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM jobs")}
             assert rows[poison]["attempts"] == 10000
             assert (rows[greedy]["max_attempts"], rows[greedy]["priority"]) == (1000, 1000000)
             batch = rows[stuck]
-            assert (batch["status"], batch["progress"], batch["children_total"]) == ("completed", 1, 2)
+            assert (batch["status"], batch["progress"], batch["children_total"]) == (
+                "completed",
+                1,
+                2,
+            )
             result = json.loads(batch["result"])
             assert (result["completed"], result["failed"], result["url_count"]) == (1, 1, 4)
             # The row that blocked every claim now fails alone, with a message.
-            claimed = [r["id"] for r in await conn.fetch("SELECT * FROM sitemap_worker_claim('w', 10, 30)")]
+            claimed = [
+                r["id"] for r in await conn.fetch("SELECT * FROM sitemap_worker_claim('w', 10, 30)")
+            ]
             assert claimed == [greedy]
             row = await conn.fetchrow("SELECT status, error FROM jobs WHERE id = $1", poison)
             assert row["status"] == "failed" and "limit of 10000" in row["error"]
@@ -233,7 +297,9 @@ async def test_migration_0008_brings_old_rows_inside_the_bounds_and_ends_stuck_b
 async def _held_job(conn: asyncpg.Connection, owner: str = "w1") -> int:
     return await conn.fetchval(
         "INSERT INTO jobs (job_type, status, owner, attempts, lease_expires_at)"
-        " VALUES ('noop', 'processing', $1, 1, now() + interval '1 minute') RETURNING id", owner)
+        " VALUES ('noop', 'processing', $1, 1, now() + interval '1 minute') RETURNING id",
+        owner,
+    )
 
 
 # Each transition the worker makes, as its named query runs it: (query, arguments for
@@ -261,12 +327,21 @@ async def test_each_transition_moves_only_its_owners_processing_job(direct, name
     assert await moved(cancelled, "w1") == []
     ours = await _held_job(direct)
     assert await moved(ours, "w1") == [ours]
-    rows = {r["id"]: r for r in await direct.fetch(
-        "SELECT id, status, owner, lease_expires_at, attempts, run_at > now() AS later"
-        " FROM jobs WHERE id = ANY($1)", [theirs, cancelled, ours])}
+    rows = {
+        r["id"]: r
+        for r in await direct.fetch(
+            "SELECT id, status, owner, lease_expires_at, attempts, run_at > now() AS later"
+            " FROM jobs WHERE id = ANY($1)",
+            [theirs, cancelled, ours],
+        )
+    }
     assert (rows[theirs]["status"], rows[theirs]["owner"]) == ("processing", "w2")
     assert rows[cancelled]["status"] == "cancelled"
-    assert (rows[ours]["status"], rows[ours]["owner"], rows[ours]["lease_expires_at"]) == (after, None, None)
+    assert (rows[ours]["status"], rows[ours]["owner"], rows[ours]["lease_expires_at"]) == (
+        after,
+        None,
+        None,
+    )
     if name == "release_jobs":
         assert rows[ours]["attempts"] == 0  # the attempt it was on is given back
     if name == "retry_job":
@@ -276,7 +351,8 @@ async def test_each_transition_moves_only_its_owners_processing_job(direct, name
 async def test_the_claim_fails_a_lost_job_with_no_attempts_left(direct):
     lost = await direct.fetchval(
         "INSERT INTO jobs (job_type, status, owner, attempts, max_attempts, lease_expires_at)"
-        " VALUES ('noop', 'processing', 'dead', 3, 3, now() - interval '1 second') RETURNING id")
+        " VALUES ('noop', 'processing', 'dead', 3, 3, now() - interval '1 second') RETURNING id"
+    )
     assert await direct.fetch(q("claim_jobs"), "w1", 5, 60.0, []) == []
     row = await direct.fetchrow("SELECT status, owner, error FROM jobs WHERE id = $1", lost)
     assert (row["status"], row["owner"]) == ("failed", None)

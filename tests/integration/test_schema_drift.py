@@ -24,10 +24,26 @@ def schema_dump(server: EmbeddedPostgres, dbname: str) -> dict[str, list[str]]:
     "Name: ...; Type: ..." line), without noise lines and without the migrations' own table
     (`migrate` creates it; sql/schema.sql does not)."""
     out = subprocess.run(
-        [str(find_bindir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
-         "--exclude-table=sitemap_worker_migrations", "-h", "127.0.0.1", "-p", str(server.port),
-         "-U", "postgres", "-d", dbname],
-        check=True, capture_output=True, text=True, timeout=60).stdout
+        [
+            str(find_bindir() / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-table=sitemap_worker_migrations",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     objects: dict[str, list[str]] = {}
     current = objects.setdefault("(preamble)", [])
     for line in out.splitlines():
@@ -48,9 +64,19 @@ def drift(migrated: dict[str, list[str]], from_schema: dict[str, list[str]]) -> 
         elif name not in migrated:
             report.append(f"only in sql/schema.sql: {name}\n  " + "\n  ".join(from_schema[name]))
         elif migrated[name] != from_schema[name]:
-            report.append(f"differs: {name}\n" + "\n".join(difflib.unified_diff(
-                migrated[name], from_schema[name], "migrations", "sql/schema.sql", n=1,
-                lineterm="")))
+            report.append(
+                f"differs: {name}\n"
+                + "\n".join(
+                    difflib.unified_diff(
+                        migrated[name],
+                        from_schema[name],
+                        "migrations",
+                        "sql/schema.sql",
+                        n=1,
+                        lineterm="",
+                    )
+                )
+            )
     return "\n".join(report)
 
 
@@ -73,15 +99,24 @@ def test_schema_file_equals_the_migrations(pg_server, database, schema_file_dump
     assert not diff, "sql/schema.sql and the migrations build different schemas:\n" + diff
 
 
-@pytest.mark.parametrize("diverging, named", [
-    ("CREATE INDEX jobs_drift_probe_idx ON jobs (job_type)", "jobs_drift_probe_idx"),
-    (("CREATE OR REPLACE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],"
-      " p_lease_seconds double precision) RETURNS SETOF bigint LANGUAGE sql"
-      " AS $$ SELECT unnest(p_ids) $$"), "sitemap_worker_renew"),
-    ("ALTER TABLE jobs ALTER COLUMN priority SET DEFAULT 5", "differs: jobs; Type: TABLE"),
-])
-def test_drift_check_names_a_diverging_migration(pg_server, database, schema_file_dump,
-                                                 diverging, named):
+@pytest.mark.parametrize(
+    "diverging, named",
+    [
+        ("CREATE INDEX jobs_drift_probe_idx ON jobs (job_type)", "jobs_drift_probe_idx"),
+        (
+            (
+                "CREATE OR REPLACE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],"
+                " p_lease_seconds double precision) RETURNS SETOF bigint LANGUAGE sql"
+                " AS $$ SELECT unnest(p_ids) $$"
+            ),
+            "sitemap_worker_renew",
+        ),
+        ("ALTER TABLE jobs ALTER COLUMN priority SET DEFAULT 5", "differs: jobs; Type: TABLE"),
+    ],
+)
+def test_drift_check_names_a_diverging_migration(
+    pg_server, database, schema_file_dump, diverging, named
+):
     """The check bites: one more statement after the migrations (as a migration without
     its counterpart in sql/schema.sql would be) shows in the diff, by name."""
     with psycopg.connect(admin_dsn(pg_server, database), autocommit=True) as conn:
@@ -98,12 +133,21 @@ async def test_every_status_change_is_named_at_the_top_of_the_schema_file(direct
     each status are named there."""
     text = (sql_dir() / "schema.sql").read_text(encoding="utf-8")
     header = text[: text.index("CREATE TABLE")]
-    writers = {r["proname"] for r in await direct.fetch(
-        r"""SELECT proname FROM pg_proc
+    writers = {
+        r["proname"]
+        for r in await direct.fetch(
+            r"""SELECT proname FROM pg_proc
              WHERE pronamespace = 'public'::regnamespace
-               AND prosrc ~* '\mUPDATE\s+jobs\M' AND prosrc ~* '\mstatus\s*='""")}
-    assert {"sitemap_worker_claim", "sitemap_worker_fail", "sitemap_worker_retry",
-            "sitemap_worker_release", "sitemap_worker_fail_lost"} <= writers
+               AND prosrc ~* '\mUPDATE\s+jobs\M' AND prosrc ~* '\mstatus\s*='"""
+        )
+    }
+    assert {
+        "sitemap_worker_claim",
+        "sitemap_worker_fail",
+        "sitemap_worker_retry",
+        "sitemap_worker_release",
+        "sitemap_worker_fail_lost",
+    } <= writers
     unnamed = sorted(name for name in writers if name not in header)
     assert not unnamed, f"functions that change jobs.status but are not in the header: {unnamed}"
     for status in ("pending", "processing", "completed", "failed", "cancelled"):

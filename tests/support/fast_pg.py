@@ -10,5 +10,9 @@ class FastPostgres(EmbeddedPostgres):
     """EmbeddedPostgres without fsync at initdb or at run time (and so no full-page writes)."""
 
     INITDB_OPTIONS = (*EmbeddedPostgres.INITDB_OPTIONS, "--no-sync")
-    SERVER_SETTINGS = (*EmbeddedPostgres.SERVER_SETTINGS,
-                       "fsync=off", "synchronous_commit=off", "full_page_writes=off")
+    SERVER_SETTINGS = (
+        *EmbeddedPostgres.SERVER_SETTINGS,
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+    )

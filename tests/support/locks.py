@@ -29,10 +29,14 @@ async def table_locked(dsn: str, table: str) -> AsyncIterator[None]:
         yield
 
 
-async def until_a_statement_waits_on_a_lock(conn: asyncpg.Connection, query_like: str = "%",
-                                            timeout: float = 10) -> None:
+async def until_a_statement_waits_on_a_lock(
+    conn: asyncpg.Connection, query_like: str = "%", timeout: float = 10
+) -> None:
     """A bounded poll: a lock wait raises no event."""
     async with asyncio.timeout(timeout):
-        while not await conn.fetchval("SELECT count(*) FROM pg_stat_activity"
-                                      " WHERE wait_event_type = 'Lock' AND query LIKE $1", query_like):
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            query_like,
+        ):
             await asyncio.sleep(0.01)

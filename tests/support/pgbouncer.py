@@ -85,14 +85,19 @@ class PgBouncer:
         """Launch and wait until the port accepts TCP; returns the DSN of database postgres."""
         binary = find_pgbouncer()
         if binary is None:
-            raise PgBouncerError("pgbouncer not found: apt-get install pgbouncer, or set PGBOUNCER_BIN")
+            raise PgBouncerError(
+                "pgbouncer not found: apt-get install pgbouncer, or set PGBOUNCER_BIN"
+            )
         account = service_account()  # it refuses to run as root, like PostgreSQL
-        ini = self._write_config(account.pw_uid if account else None, account.pw_gid if account else None)
+        ini = self._write_config(
+            account.pw_uid if account else None, account.pw_gid if account else None
+        )
         ensure_traversable(ini, account)
         cmd = [str(binary), *(["-u", account.pw_name] if account else []), str(ini)]
         self._output = (self.workdir / "pgbouncer.out").open("ab")
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._output,
-                                      stderr=subprocess.STDOUT, cwd="/")
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._output, stderr=subprocess.STDOUT, cwd="/"
+        )
         self._wait_ready()
         return self.dsn()
 
@@ -100,7 +105,11 @@ class PgBouncer:
         """SIGINT = safe shutdown (waits for in-flight transactions); escalate if it hangs."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            for sig, wait_s in (
+                (signal.SIGINT, 10.0),
+                (signal.SIGTERM, 5.0),
+                (signal.SIGKILL, 5.0),
+            ):
                 proc.send_signal(sig)
                 try:
                     proc.wait(wait_s)
@@ -162,18 +171,25 @@ class PgBouncer:
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                raise PgBouncerError(f"pgbouncer exited with {self._proc.returncode}\n{self._tail()}")
+                raise PgBouncerError(
+                    f"pgbouncer exited with {self._proc.returncode}\n{self._tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self._port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise PgBouncerError(f"pgbouncer not accepting on port {self._port} after {_READY_TIMEOUT_S}s\n{self._tail()}")
+        raise PgBouncerError(
+            f"pgbouncer not accepting on port {self._port} after {_READY_TIMEOUT_S}s\n{self._tail()}"
+        )
 
     def _tail(self, lines: int = 20) -> str:
         out = []
         for path in (self.workdir / "pgbouncer.out", self.log_file):
             if path.exists():
-                out.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                out.append(
+                    f"--- {path} ---\n"
+                    + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                )
         return "\n".join(out)

@@ -43,9 +43,13 @@ class WorkerProcess:
     async def start(cls, env: Mapping[str, str], *args: str) -> WorkerProcess:
         full_env = process_env({"WORKER_LOG_LEVEL": "INFO", **env})
         proc = await asyncio.create_subprocess_exec(
-            *worker_command(), *(args or ("run",)), env=full_env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            *worker_command(),
+            *(args or ("run",)),
+            env=full_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         return cls(proc)
 
     async def _read(self) -> None:
@@ -115,8 +119,20 @@ def find_psql() -> str:
 async def psql(dsn: str, sql: str) -> str:
     """Run SQL with the real psql binary, as a user would; returns its output."""
     proc = await asyncio.create_subprocess_exec(
-        find_psql(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        find_psql(),
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        dsn,
+        "-c",
+        sql,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"psql failed ({proc.returncode}): {err.decode()}")

@@ -81,6 +81,7 @@ class AdminPgBouncer(PgBouncer):
 
 # -- measuring a worker process ---------------------------------------------------------------
 
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process from /proc/PID/stat (fields 14 and 15, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -102,7 +103,7 @@ class Window:
         self.seconds = 0.0
 
     def close(self) -> Window:
-        self.lines = self.worker.lines[self.first_line:]
+        self.lines = self.worker.lines[self.first_line :]
         self.cpu = cpu_seconds(self.worker.proc.pid) - self.cpu_at_start
         self.seconds = time.monotonic() - self.started
         return self

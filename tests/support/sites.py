@@ -92,7 +92,9 @@ class Site:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # A short shutdown grace: a handler still sleeping for a client that gave up
         # is cancelled instead of holding the test for the default 60 s.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, 0).start()
         self.port = int(self._runner.addresses[0][1])
@@ -323,11 +325,21 @@ class RawSite:
             writer.close()
 
 
-def response(status: int, body: bytes = b"", *, headers: Iterable[tuple[bytes, bytes]] = (),
-             length: int | None = None, content_type: bytes = b"application/xml") -> bytes:
+def response(
+    status: int,
+    body: bytes = b"",
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    length: int | None = None,
+    content_type: bytes = b"application/xml",
+) -> bytes:
     """A raw HTTP/1.1 response that closes its connection. `length` overrides the
     Content-Length header (a larger one makes a body cut short when the server hangs up)."""
-    lines = [b"HTTP/1.1 %d X" % status, b"Content-Type: " + content_type,
-             b"Content-Length: %d" % (len(body) if length is None else length), b"Connection: close"]
+    lines = [
+        b"HTTP/1.1 %d X" % status,
+        b"Content-Type: " + content_type,
+        b"Content-Length: %d" % (len(body) if length is None else length),
+        b"Connection: close",
+    ]
     lines += [name + b": " + value for name, value in headers]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

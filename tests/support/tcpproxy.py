@@ -32,7 +32,9 @@ class TcpProxy:
         self.dropped_bytes = 0  # bytes swallowed by the black hole
         self._forwarding = asyncio.Event()
         self._forwarding.set()
-        self._generation = 0  # bumped by blackhole(): a connection's bytes older than that are dropped
+        self._generation = (
+            0  # bumped by blackhole(): a connection's bytes older than that are dropped
+        )
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()

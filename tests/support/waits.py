@@ -35,8 +35,9 @@ class StatusWatcher:
     async def close(self) -> None:
         await self.conn.close()
 
-    async def wait_for(self, job_ids: int | Iterable[int], statuses: str | Iterable[str],
-                       timeout: float = 15.0) -> list[asyncpg.Record]:
+    async def wait_for(
+        self, job_ids: int | Iterable[int], statuses: str | Iterable[str], timeout: float = 15.0
+    ) -> list[asyncpg.Record]:
         """Until every job is in one of `statuses`; returns their rows."""
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         wanted = {statuses} if isinstance(statuses, str) else set(statuses)
@@ -44,7 +45,8 @@ class StatusWatcher:
             while True:
                 self._changed.clear()
                 rows = await self.conn.fetch(
-                    "SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id", ids)
+                    "SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id", ids
+                )
                 if len(rows) == len(ids) and all(r["status"] in wanted for r in rows):
                     return rows
                 await self._changed.wait()

@@ -15,14 +15,25 @@ def planned(domains: list[object], **extra: object) -> list[tuple[object, str | 
 
 
 def test_spellings_of_one_site_make_one_child_with_the_first_spelling():
-    assert planned(["HTTP://Example.com", "http://example.com", "http://example.com/",
-                    "http://example.com:80/blog", " http://EXAMPLE.com. "]) == [("HTTP://Example.com", None)]
+    assert planned(
+        [
+            "HTTP://Example.com",
+            "http://example.com",
+            "http://example.com/",
+            "http://example.com:80/blog",
+            " http://EXAMPLE.com. ",
+        ]
+    ) == [("HTTP://Example.com", None)]
 
 
 def test_different_origins_stay_apart():
     got = planned(["example.com", "https://example.com", "http://example.com", "example.com:8080"])
-    assert [d for d, _ in got] == ["example.com", "https://example.com", "http://example.com",
-                                   "example.com:8080"]
+    assert [d for d, _ in got] == [
+        "example.com",
+        "https://example.com",
+        "http://example.com",
+        "example.com:8080",
+    ]
     assert planned(["https://example.com", "example.com:443"]) == [("https://example.com", None)]
 
 
@@ -37,7 +48,7 @@ def test_bad_entries_carry_the_scans_reason_and_keep_their_place():
 
 
 def test_extra_keys_go_to_every_child():
-    (payload, _), = plan_children(["a.example"], {"tenant_id": "t", "max_urls": 5})
+    ((payload, _),) = plan_children(["a.example"], {"tenant_id": "t", "max_urls": 5})
     assert json.loads(payload) == {"domain": "a.example", "tenant_id": "t", "max_urls": 5}
 
 

@@ -45,7 +45,9 @@ def test_describe_is_one_readable_line():
 
 
 def test_a_driver_state_error_reads_as_a_broken_connection_and_is_transient():
-    exc = asyncpg.exceptions._base.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    exc = asyncpg.exceptions._base.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"
+    )
     assert describe(exc).startswith("database connection broke in the middle of a statement")
     assert not is_permanent(exc)
 
@@ -54,14 +56,20 @@ def test_describe_spells_out_a_nul_that_postgresql_text_cannot_hold():
     assert describe(ValueError("bad\x00byte")) == "ValueError: bad\\0byte"
 
 
-@pytest.mark.parametrize(("text", "stored"), [
-    ("plain", "plain"),
-    ("nul\x00in ascii", "nulin ascii"),
-    ("caf\u00e9 \u2014 ok", "caf\u00e9 \u2014 ok"),
-    ('"\udcff\udcfe"', '"\ufffd\ufffd"'),  # bytes FF FE as aiohttp decodes them (surrogateescape)
-    ("lone \ud800 high", "lone \ufffd\ufffd\ufffd high"),  # a surrogate that stands for no byte
-    ("caf\u00e9\x00\udce9", "caf\u00e9\ufffd"),
-])
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("plain", "plain"),
+        ("nul\x00in ascii", "nulin ascii"),
+        ("caf\u00e9 \u2014 ok", "caf\u00e9 \u2014 ok"),
+        (
+            '"\udcff\udcfe"',
+            '"\ufffd\ufffd"',
+        ),  # bytes FF FE as aiohttp decodes them (surrogateescape)
+        ("lone \ud800 high", "lone \ufffd\ufffd\ufffd high"),  # a surrogate that stands for no byte
+        ("caf\u00e9\x00\udce9", "caf\u00e9\ufffd"),
+    ],
+)
 def test_storable_text_has_no_nul_and_no_surrogate(text, stored):
     assert storable(text) == stored
     stored.encode("utf-8")  # PostgreSQL's UTF-8 takes it

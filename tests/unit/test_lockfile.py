@@ -33,7 +33,9 @@ def locked() -> dict[str, tuple[Version, int]]:
 
 
 def test_lock_pins_every_declared_dependency_within_its_range() -> None:
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
     pins = locked()
     for text in declared:
         req = Requirement(text)
@@ -43,7 +45,8 @@ def test_lock_pins_every_declared_dependency_within_its_range() -> None:
         assert name in pins, f"{req.name} is declared in pyproject.toml but not in {LOCK.name}"
         version, _ = pins[name]
         assert req.specifier.contains(version, prereleases=True), (
-            f"{LOCK.name} pins {req.name}=={version}, outside pyproject's {req.specifier}: refresh the lock")
+            f"{LOCK.name} pins {req.name}=={version}, outside pyproject's {req.specifier}: refresh the lock"
+        )
 
 
 def test_every_pin_carries_hashes() -> None:

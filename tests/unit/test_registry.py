@@ -15,7 +15,11 @@ BAD = [
     ("noop", "null", "expected a JSON object, got null"),
     ("noop", "3", "expected a JSON object, got a number"),
     ("noop", "true", "expected a JSON object, got a boolean"),
-    ("noop", '{"seconds": "abc"}', 'seconds: Input should be a valid number, unable to parse string as a number (got "abc")'),
+    (
+        "noop",
+        '{"seconds": "abc"}',
+        'seconds: Input should be a valid number, unable to parse string as a number (got "abc")',
+    ),
     ("noop", '{"seconds": -5}', "seconds: Input should be greater than or equal to 0 (got -5)"),
     ("noop", '{"seconds": 1e9}', "seconds: Input should be less than or equal to 86400"),
     ("noop", '{"seconds": [1]}', "seconds: Input should be a valid number"),
@@ -66,7 +70,9 @@ def test_job_modules_do_not_import_the_registry():
     import worker.jobs
 
     jobs_dir = Path(worker.jobs.__file__).parent
-    job_modules = [p for p in jobs_dir.rglob("*.py") if p.name not in ("registry.py", "__init__.py")]
+    job_modules = [
+        p for p in jobs_dir.rglob("*.py") if p.name not in ("registry.py", "__init__.py")
+    ]
     assert any(p.name == "noop.py" for p in job_modules)
     for path in job_modules:
         imported = _imported_modules(path)

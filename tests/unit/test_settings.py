@@ -13,9 +13,18 @@ from worker.settings import Settings, describe_errors, format_duration, parse_du
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("2.5", 2.5), ("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), (" 7 ", 7), (3, 3),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("2.5", 2.5),
+        ("250ms", 0.25),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        (" 7 ", 7),
+        (3, 3),
+    ],
+)
 def test_durations_accept_seconds_and_units(text, seconds):
     assert parse_duration(text) == timedelta(seconds=seconds)
 
@@ -44,20 +53,29 @@ def test_readme_documents_every_setting():
         assert f"`{env}`" in text, f"README.md does not document {env}"
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"WORKER_LEASE": "abc"}, ["WORKER_LEASE='abc'", "not a duration", "250ms"]),
-    ({"WORKER_LEASE": "0"}, ["WORKER_LEASE='0'", "more than 0"]),
-    ({"WORKER_LEASE": "-PT5S"}, ["WORKER_LEASE", "more than 0"]),
-    ({"WORKER_LEASE": "99999999999d"}, ["WORKER_LEASE", "at most 365d"]),
-    ({"WORKER_STATEMENT_TIMEOUT": "0"}, ["WORKER_STATEMENT_TIMEOUT='0'", "more than 0"]),
-    ({"WORKER_STATEMENT_TIMEOUT": "30d"}, ["WORKER_STATEMENT_TIMEOUT", "at most 24d"]),
-    ({"WORKER_CONCURRENCY": "-1"}, ["WORKER_CONCURRENCY='-1'", "at least 1"]),
-    ({"WORKER_CONCURRENCY": "100000"}, ["WORKER_CONCURRENCY", "at most 1000"]),
-    ({"WORKER_LOG_LEVEL": "banana"}, ["WORKER_LOG_LEVEL='banana'", "DEBUG, INFO"]),
-    ({"WORKER_HEARTBEAT_INTERVAL": "30s"}, ["WORKER_HEARTBEAT_INTERVAL (30s)", "WORKER_LEASE (30s)"]),
-    ({"WORKER_METRICS_HOST": "a" * 64}, ["WORKER_METRICS_HOST", "host name"]),
-    ({"WORKER_LEASE": "x", "WORKER_POLL_INTERVAL": "y"}, ["WORKER_LEASE", "WORKER_POLL_INTERVAL"]),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"WORKER_LEASE": "abc"}, ["WORKER_LEASE='abc'", "not a duration", "250ms"]),
+        ({"WORKER_LEASE": "0"}, ["WORKER_LEASE='0'", "more than 0"]),
+        ({"WORKER_LEASE": "-PT5S"}, ["WORKER_LEASE", "more than 0"]),
+        ({"WORKER_LEASE": "99999999999d"}, ["WORKER_LEASE", "at most 365d"]),
+        ({"WORKER_STATEMENT_TIMEOUT": "0"}, ["WORKER_STATEMENT_TIMEOUT='0'", "more than 0"]),
+        ({"WORKER_STATEMENT_TIMEOUT": "30d"}, ["WORKER_STATEMENT_TIMEOUT", "at most 24d"]),
+        ({"WORKER_CONCURRENCY": "-1"}, ["WORKER_CONCURRENCY='-1'", "at least 1"]),
+        ({"WORKER_CONCURRENCY": "100000"}, ["WORKER_CONCURRENCY", "at most 1000"]),
+        ({"WORKER_LOG_LEVEL": "banana"}, ["WORKER_LOG_LEVEL='banana'", "DEBUG, INFO"]),
+        (
+            {"WORKER_HEARTBEAT_INTERVAL": "30s"},
+            ["WORKER_HEARTBEAT_INTERVAL (30s)", "WORKER_LEASE (30s)"],
+        ),
+        ({"WORKER_METRICS_HOST": "a" * 64}, ["WORKER_METRICS_HOST", "host name"]),
+        (
+            {"WORKER_LEASE": "x", "WORKER_POLL_INTERVAL": "y"},
+            ["WORKER_LEASE", "WORKER_POLL_INTERVAL"],
+        ),
+    ],
+)
 def test_bad_values_are_described_in_one_line_naming_the_variable(monkeypatch, env, words):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -83,7 +101,9 @@ def test_a_duration_too_large_for_python_is_a_value_error():
         parse_duration("99999999999d")
 
 
-@pytest.mark.parametrize("seconds, text", [(86400 * 365, "365d"), (30, "30s"), (0.25, "250ms"),
-                                           (90 * 60, "90m"), (1.5, "1500ms")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(86400 * 365, "365d"), (30, "30s"), (0.25, "250ms"), (90 * 60, "90m"), (1.5, "1500ms")],
+)
 def test_durations_are_written_back_shortest(seconds, text):
     assert format_duration(timedelta(seconds=seconds)) == text

@@ -31,7 +31,7 @@ def test_every_defined_query_is_used():
 # that run a name given to them with one fixed method.
 _DIRECT = re.compile(r"""\.(execute|fetch|fetchrow|fetchval)\(\s*q\(\s*["'](\w+)["']""")
 _HELPERS = {"_query": "fetch"}  # worker/endpoint.py: conn.fetch(q(name))
-_VIA_HELPER = re.compile(rf"""\b({'|'.join(_HELPERS)})\(\s*["'](\w+)["']""")
+_VIA_HELPER = re.compile(rf"""\b({"|".join(_HELPERS)})\(\s*["'](\w+)["']""")
 
 
 def call_sites(text: str) -> list[tuple[str, str]]:
@@ -49,20 +49,30 @@ def call_sites(text: str) -> list[tuple[str, str]]:
 def test_every_call_site_runs_its_query_with_the_method_of_its_kind():
     """The `:one/:many/:val/:exec` headers are a contract, not decoration: a `:val` query
     run with fetch (or a `:many` with fetchval) would take a different shape of answer."""
-    sites = {(path.relative_to(WORKER.parent), method, name)
-             for path in WORKER.rglob("*.py") for method, name in call_sites(path.read_text())}
+    sites = {
+        (path.relative_to(WORKER.parent), method, name)
+        for path in WORKER.rglob("*.py")
+        for method, name in call_sites(path.read_text())
+    }
     assert len(sites) > 20, sites
     kinds = queries()
-    wrong = sorted(f"{path}: {method}({name}) but {name} is :{kinds[name].kind}"
-                   for path, method, name in sites
-                   if name in kinds and method != METHODS[kinds[name].kind])
+    wrong = sorted(
+        f"{path}: {method}({name}) but {name} is :{kinds[name].kind}"
+        for path, method, name in sites
+        if name in kinds and method != METHODS[kinds[name].kind]
+    )
     assert not wrong, "call sites that do not match their query's kind:\n" + "\n".join(wrong)
 
 
 def test_call_sites_are_found_in_every_form():
     text = """await conn.fetchval(q("a"), 1)\nawait conn.execute(\n    q('b'), x)\n
               rows = await self._query("c")\nsql = q("d")\n"""
-    assert sorted(call_sites(text)) == [("?", "d"), ("execute", "b"), ("fetch", "c"), ("fetchval", "a")]
+    assert sorted(call_sites(text)) == [
+        ("?", "d"),
+        ("execute", "b"),
+        ("fetch", "c"),
+        ("fetchval", "a"),
+    ]
 
 
 def test_a_header_with_a_misspelt_kind_is_refused():

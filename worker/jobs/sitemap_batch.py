@@ -52,7 +52,9 @@ def plan_children(domains: list[Any], extra: dict[str, Any]) -> list[tuple[str, 
         except ValueError as exc:
             shown = json.dumps(value)
             key: object = ("invalid", shown)
-            error: str | None = f"invalid payload for sitemap_scan: domain: {exc} (got {shown[:80]})"
+            error: str | None = (
+                f"invalid payload for sitemap_scan: domain: {exc} (got {shown[:80]})"
+            )
             domain = value
         else:
             key, error, domain = target.origins, None, value.strip()
@@ -64,15 +66,20 @@ def plan_children(domains: list[Any], extra: dict[str, Any]) -> list[tuple[str, 
 
 
 async def run_batch(ctx: JobContext, payload: BatchPayload) -> Any:
-    extra: dict[str, Any] = {k: v for k, v in payload.model_dump().items()
-                             if k != "domains" and v is not None}
+    extra: dict[str, Any] = {
+        k: v for k, v in payload.model_dump().items() if k != "domains" and v is not None
+    }
 
     async def fan_out(conn: asyncpg.Connection) -> str | None:
         if not await conn.fetchval(q("batch_children"), ctx.job.id):  # a retry adds none
             children = plan_children(payload.domains, extra)
-            await conn.execute(q("enqueue_batch_children"), ctx.job.id,
-                               [p for p, _ in children], [e for _, e in children],
-                               ctx.job.priority)
+            await conn.execute(
+                q("enqueue_batch_children"),
+                ctx.job.id,
+                [p for p, _ in children],
+                [e for _, e in children],
+                ctx.job.priority,
+            )
         # Nothing left to run (every entry invalid, or a retry with nothing to re-run):
         # the batch completes now, with its result.
         result: str | None = await conn.fetchval(q("batch_result_if_ended"), ctx.job.id)

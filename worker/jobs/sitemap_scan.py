@@ -36,8 +36,11 @@ class ScanPayload(BaseModel):
 def make_fetcher(ctx: JobContext) -> Fetcher:
     limits = FetchLimits.from_settings(ctx.settings)
     metrics = ctx.metrics
-    return Fetcher(limits, guard=NetGuard(allow_private=ctx.settings.allow_private_networks),
-                   on_fetch=lambda result: metrics.observe_fetch(result.ok, result.bytes_read))
+    return Fetcher(
+        limits,
+        guard=NetGuard(allow_private=ctx.settings.allow_private_networks),
+        on_fetch=lambda result: metrics.observe_fetch(result.ok, result.bytes_read),
+    )
 
 
 async def run_scan(ctx: JobContext, payload: ScanPayload) -> dict[str, Any]:

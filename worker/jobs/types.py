@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from ..context import JobContext
+    from ..context import Detach, JobContext
 
-Handler = Callable[["JobContext", Any], Awaitable[dict[str, Any] | None]]
+# A handler returns the job's result, None (an empty result), or DETACH (it ends later).
+Handler = Callable[["JobContext", Any], Awaitable["dict[str, Any] | Detach | None"]]
 
 
 @dataclass(frozen=True, slots=True)

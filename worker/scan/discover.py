@@ -41,8 +41,9 @@ async def discover(fetcher: Fetcher, target: Target) -> Discovery:
             # A body cut short (the cap, a timeout, a dropped connection) still lists
             # sitemaps in its complete lines.
             if 200 <= result.status < 300 and (result.ok or result.truncated):
-                robots = read_robots(body, result.final_url or candidate + "/robots.txt",
-                                     cut=result.truncated)
+                robots = read_robots(
+                    body, result.final_url or candidate + "/robots.txt", cut=result.truncated
+                )
                 listed = robots.sitemaps
                 if robots.cut:
                     found.warnings.append(storable(_robots_cut(result, len(body))))
@@ -51,14 +52,21 @@ async def discover(fetcher: Fetcher, target: Target) -> Discovery:
         found.reached = False
         return found
     found.seeds = [(url, "robots") for url in listed]
-    found.seeds += [(found.origin + path, "well_known") for path in WELL_KNOWN_PATHS
-                    if found.origin + path not in listed]
+    found.seeds += [
+        (found.origin + path, "well_known")
+        for path in WELL_KNOWN_PATHS
+        if found.origin + path not in listed
+    ]
     return found
 
 
 def _robots_cut(result: FetchResult, size: int) -> str:
     if result.capped or not result.truncated:  # the download cap, or the text unpacked from gzip
-        return (f"robots.txt is over {MAX_ROBOTS_BYTES // 1024} KiB: only the Sitemap: lines "
-                f"in its first {MAX_ROBOTS_BYTES // 1024} KiB were read")
-    return (f"robots.txt was cut short ({result.error}): only the Sitemap: lines in its first "
-            f"{size:,} bytes were read")
+        return (
+            f"robots.txt is over {MAX_ROBOTS_BYTES // 1024} KiB: only the Sitemap: lines "
+            f"in its first {MAX_ROBOTS_BYTES // 1024} KiB were read"
+        )
+    return (
+        f"robots.txt was cut short ({result.error}): only the Sitemap: lines in its first "
+        f"{size:,} bytes were read"
+    )

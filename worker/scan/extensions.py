@@ -82,7 +82,9 @@ def extensions(
                 href = extension_url(href, base_url)
                 if href is None:
                     continue
-            alternates.append({"hreflang": hreflang.strip() or None if hreflang else None, "href": href})
+            alternates.append(
+                {"hreflang": hreflang.strip() or None if hreflang else None, "href": href}
+            )
         elif code == IMAGE:
             image: dict[str, str | None] = {
                 "loc": None,

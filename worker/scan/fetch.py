@@ -185,12 +185,17 @@ class _HostGate:
 class Fetcher:
     """One per worker: owns the aiohttp session (created on first use) and the host gates.
 
-        async with Fetcher(FetchLimits.from_settings(settings)) as fetcher:
-            result = await fetcher.fetch(url, parser_sink)
+    async with Fetcher(FetchLimits.from_settings(settings)) as fetcher:
+        result = await fetcher.fetch(url, parser_sink)
     """
 
-    def __init__(self, limits: FetchLimits | None = None, *, guard: NetGuard | None = None,
-                 on_fetch: Callable[[FetchResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        limits: FetchLimits | None = None,
+        *,
+        guard: NetGuard | None = None,
+        on_fetch: Callable[[FetchResult], None] | None = None,
+    ) -> None:
         self.limits = limits or FetchLimits()
         self._on_fetch = on_fetch  # metrics: one call per fetch, after its last attempt
         self.guard = guard or NetGuard(allow_private=self.limits.allow_private_networks)
@@ -223,7 +228,9 @@ class Fetcher:
             self._resolver = GuardedResolver(self.guard)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(resolver=self._resolver, limit=100),
-                timeout=aiohttp.ClientTimeout(sock_connect=lim.connect_timeout, sock_read=lim.read_timeout),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=lim.connect_timeout, sock_read=lim.read_timeout
+                ),
                 headers={"User-Agent": lim.user_agent, "Accept-Encoding": "gzip"},
                 auto_decompress=False,  # the parser finds gzip by magic bytes, layers and all
                 cookie_jar=aiohttp.DummyCookieJar(),  # no state leaking between sites/jobs
@@ -232,7 +239,12 @@ class Fetcher:
         return self._session
 
     async def fetch(
-        self, url: str, sink: Sink, *, max_bytes: int | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        url: str,
+        sink: Sink,
+        *,
+        max_bytes: int | None = None,
+        headers: Mapping[str, str] | None = None,
         retry_unreachable: bool = True,
     ) -> FetchResult:
         """GET `url`, following redirects, streaming a 2xx body into `sink`. With
@@ -262,15 +274,20 @@ class Fetcher:
         return result
 
     async def fetch_bytes(
-        self, url: str, limit: int | None = None, *, headers: Mapping[str, str] | None = None,
+        self,
+        url: str,
+        limit: int | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
         retry_unreachable: bool = True,
     ) -> tuple[FetchResult, bytes]:
         """Small documents (robots.txt) in memory; over `limit` the first `limit` bytes
         come back with `truncated` set."""
         buf = bytearray()
         cap = limit if limit is not None else self.limits.robots_max_bytes
-        result = await self.fetch(url, buf.extend, max_bytes=cap, headers=headers,
-                                  retry_unreachable=retry_unreachable)
+        result = await self.fetch(
+            url, buf.extend, max_bytes=cap, headers=headers, retry_unreachable=retry_unreachable
+        )
         return result, bytes(buf)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
@@ -292,8 +309,11 @@ class Fetcher:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             result.error, result.transient = self._describe(exc, deadline.expired())
             result.truncated = result.truncated or result.bytes_read > 0
-            result.unreachable = result.status is None and not deadline.expired() and isinstance(
-                exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+            result.unreachable = (
+                result.status is None
+                and not deadline.expired()
+                and isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+            )
         finally:
             _DEADLINE.reset(token)
         may_wait = (result.retry_after or 0) <= self.limits.max_retry_wait
@@ -303,7 +323,11 @@ class Fetcher:
         return result
 
     async def _follow(
-        self, session: aiohttp.ClientSession, call: _Call, result: FetchResult, deadline: asyncio.Timeout
+        self,
+        session: aiohttp.ClientSession,
+        call: _Call,
+        result: FetchResult,
+        deadline: asyncio.Timeout,
     ) -> None:
         """Request hop after hop; on the final response, stream the body or record the failure."""
         url: URL | None = URL(call.url).with_fragment(None)
@@ -311,7 +335,9 @@ class Fetcher:
         while url is not None and self._admit(url, result, seen):
             async with self._host_slot(url.host or ""):
                 if deadline.when() is None:
-                    deadline.reschedule(asyncio.get_running_loop().time() + self.limits.total_timeout)
+                    deadline.reschedule(
+                        asyncio.get_running_loop().time() + self.limits.total_timeout
+                    )
                 async with session.get(url, allow_redirects=False, headers=call.headers) as resp:
                     result.status = resp.status
                     if resp.status in REDIRECT_STATUSES:
@@ -348,7 +374,9 @@ class Fetcher:
         except ValueError:
             target = None
         if target is None:
-            result.error = f"HTTP {resp.status} with a missing or invalid Location {location[:200]!r}"
+            result.error = (
+                f"HTTP {resp.status} with a missing or invalid Location {location[:200]!r}"
+            )
             return None
         result.redirects.append(Redirect(resp.status, str(url), str(target)))
         if len(result.redirects) > self.limits.max_redirects:
@@ -368,7 +396,9 @@ class Fetcher:
             return f"{where}URL with credentials refused"
         return None
 
-    async def _stream(self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int) -> None:
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int
+    ) -> None:
         """Copy the body into the sink in chunks, stopping at `cap` bytes."""
         while chunk := await resp.content.read(self.limits.chunk_size):
             over = len(chunk) > cap - result.bytes_read
@@ -389,7 +419,9 @@ class Fetcher:
         """Hold one of the host's slots; space request starts by per_host_delay."""
         gate = self._hosts.get(host)
         if gate is None:
-            gate = self._hosts[host] = _HostGate(asyncio.Semaphore(self.limits.per_host_concurrency))
+            gate = self._hosts[host] = _HostGate(
+                asyncio.Semaphore(self.limits.per_host_concurrency)
+            )
         gate.users += 1
         try:
             async with gate.slots:
@@ -468,4 +500,3 @@ async def _deliver(sink: Sink, chunk: bytes) -> bool | None:
     except Exception as exc:
         raise _SinkError() from exc
     return out
-

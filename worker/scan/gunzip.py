@@ -22,7 +22,7 @@ class Gunzip:
     def __init__(self) -> None:
         self._state = "header"  # header | body | trailer | junk | failed
         self._buf = b""
-        self._z: zlib._Decompress | None = None  # type: ignore[name-defined]
+        self._z: zlib._Decompress | None = None
         self.produced = 0
         self.error: str | None = None
         self._members = 0

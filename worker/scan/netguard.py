@@ -30,7 +30,10 @@ Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Most specific first: the first match names the reason.
 _V4: tuple[tuple[str, str], ...] = (
     ("169.254.169.254/32", "a cloud metadata address"),
-    ("168.63.129.16/32", "a cloud metadata address"),  # Azure's wire server: a public-looking host address
+    (
+        "168.63.129.16/32",
+        "a cloud metadata address",
+    ),  # Azure's wire server: a public-looking host address
     ("255.255.255.255/32", "the broadcast address"),
     ("0.0.0.0/8", "an unspecified address"),
     ("127.0.0.0/8", "a loopback address"),
@@ -179,4 +182,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-

@@ -141,7 +141,12 @@ def sniff(head: bytes, final: bool) -> _Sniff | None:
             if encoding != "utf-8":
                 return _Sniff(_ROOT_KINDS[local], encoding=encoding, root=name)
             tag = _START_TAG.match(stripped, index)
-            if tag is None and ">" not in stripped[index:] and not final and len(head) <= MAX_PROLOG:
+            if (
+                tag is None
+                and ">" not in stripped[index:]
+                and not final
+                and len(head) <= MAX_PROLOG
+            ):
                 return None  # wait for the whole root start tag
             xmlns = _DEFAULT_NS.search(stripped, index, tag.end()) if tag else None
             blank = (start + xmlns.start() + 1, start + xmlns.end()) if xmlns else None
@@ -351,4 +356,6 @@ class SitemapParser:
         if self._stream is None and not bytes(self._head).startswith(GZIP_MAGIC[:1]):
             yield from self._sniff(final=True)  # the bytes up to the cap may be all there is
         if self._stream is not None:
-            yield from self._checked([self._stream.close(cut=True)])  # the cap message stays the error
+            yield from self._checked(
+                [self._stream.close(cut=True)]
+            )  # the cap message stays the error

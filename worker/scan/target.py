@@ -24,7 +24,9 @@ MAX_HOST = 253
 MAX_LABEL = 63
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_OPAQUE_SCHEME = re.compile(r"^(?:javascript|data|file|mailto|ftp|about|blob|ws|wss):", re.IGNORECASE)
+_OPAQUE_SCHEME = re.compile(
+    r"^(?:javascript|data|file|mailto|ftp|about|blob|ws|wss):", re.IGNORECASE
+)
 # LDH labels; underscores are tolerated (invalid in hostnames, yet resolvers and browsers
 # accept them and some sites use them).
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
@@ -50,7 +52,8 @@ class Target:
 def parse_target(value: object) -> Target:
     """Parse a `domain` payload value; raise ValueError saying what is wrong."""
     if not isinstance(value, str):
-        raise ValueError(f"domain must be a string, got {type(value).__name__}")
+        # ValueError, not TypeError: every payload problem is one kind of error to the caller.
+        raise ValueError(f"domain must be a string, got {type(value).__name__}")  # noqa: TRY004
     text = value.strip()
     if not text:
         raise ValueError("domain is empty")
@@ -66,7 +69,9 @@ def parse_target(value: object) -> Target:
         if scheme not in _DEFAULT_PORTS:
             raise ValueError(f"unsupported scheme {scheme!r}: only http and https")
     elif _OPAQUE_SCHEME.match(text):
-        raise ValueError(f"unsupported scheme {text.split(':', 1)[0].lower()!r}: only http and https")
+        raise ValueError(
+            f"unsupported scheme {text.split(':', 1)[0].lower()!r}: only http and https"
+        )
     elif rest.startswith("//"):
         rest = rest[2:]  # protocol-relative
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
@@ -149,11 +154,11 @@ def _label(label: str) -> str:
             raise ValueError(f"invalid international label {label!r}: {exc}") from None
     label = label.lower()
     if len(label) > MAX_LABEL:
-        raise ValueError(f"label {label[:20]}… is too long ({len(label)} characters, at most {MAX_LABEL})")
-    if not _LABEL.match(label):
         raise ValueError(
-            f"invalid label {label!r}: letters, digits and inner hyphens only"
+            f"label {label[:20]}… is too long ({len(label)} characters, at most {MAX_LABEL})"
         )
+    if not _LABEL.match(label):
+        raise ValueError(f"invalid label {label!r}: letters, digits and inner hyphens only")
     if label.startswith("xn--"):
         try:
             idna.decode(label)

@@ -21,9 +21,13 @@ SLICE = 64 * 1024
 class TextStream:
     """Plain-text sitemap: one http(s) URL per line; everything else is skipped."""
 
-    _LINE = re.compile(rb"^[ \t]*(https?://[^\s]{1,%d})[ \t]*$" % MAX_TEXT_LINE, re.MULTILINE | re.IGNORECASE)
+    _LINE = re.compile(
+        rb"^[ \t]*(https?://[^\s]{1,%d})[ \t]*$" % MAX_TEXT_LINE, re.MULTILINE | re.IGNORECASE
+    )
 
-    def __init__(self, base_url: str, max_urls: int, encoding: str, charset: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, max_urls: int, encoding: str, charset: str | None = None
+    ) -> None:
         """encoding: the sniffed one (utf-8, or utf-16 from a BOM); charset: the
         Content-Type's, if any, tried for lines that are not UTF-8."""
         self._base = base_url
@@ -31,7 +35,9 @@ class TextStream:
         self._limit = max_urls
         self._pending = b""
         self._skip_line = False  # inside an over-long line: drop up to the next newline
-        self._decoder = None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)("replace")
+        self._decoder = (
+            None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)("replace")
+        )
         self.count = self.skipped = 0
         self.full = False
         self.error: str | None = None

@@ -40,8 +40,14 @@ class SitemapFile:
         return not (self.source == "well_known" and self.fetched.status in (404, 410))
 
 
-async def scan_sitemaps(domain: str, fetcher: Fetcher | None = None, *, max_files: int = 1000,
-                        max_depth: int = 10, max_urls: int = 1_000_000) -> AsyncIterator[SitemapFile]:
+async def scan_sitemaps(
+    domain: str,
+    fetcher: Fetcher | None = None,
+    *,
+    max_files: int = 1000,
+    max_depth: int = 10,
+    max_urls: int = 1_000_000,
+) -> AsyncIterator[SitemapFile]:
     """robots.txt and the well-known paths, then every index breadth-first, each file once.
     `domain` is a bare name or a URL; a site that cannot be reached at all yields nothing
     (discover() says why). Without a `fetcher`, one with the default limits is used and closed."""
@@ -63,7 +69,9 @@ async def scan_sitemaps(domain: str, fetcher: Fetcher | None = None, *, max_file
             files, urls = files + 1, urls + len(file.urls)
             yield file
             if depth < max_depth:
-                queue.extend((c.loc, "index", depth + 1) for c in file.children if c.loc not in seen)
+                queue.extend(
+                    (c.loc, "index", depth + 1) for c in file.children if c.loc not in seen
+                )
     finally:
         if own:
             await fetcher.close()
@@ -82,8 +90,14 @@ async def _read(fetcher: Fetcher, url: str, source: str, depth: int, max_urls: i
     cut = fetched.truncated or fetched.stopped
     if fetched.ok or cut:
         entries.extend(parser.close(cut=cut))
-    file = SitemapFile(url, source, depth, fetched, parser.kind if fetched.status == 200 else None,
-                       error=fetched.error or parser.error)
+    file = SitemapFile(
+        url,
+        source,
+        depth,
+        fetched,
+        parser.kind if fetched.status == 200 else None,
+        error=fetched.error or parser.error,
+    )
     for entry in entries:
         if isinstance(entry, ChildSitemap):
             file.children.append(entry)

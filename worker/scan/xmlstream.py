@@ -78,7 +78,9 @@ _RECENT = 64  # bytes kept from the end of the input
 _TAG_NAME = re.compile(r"[A-Za-z_][-\w.:]*\s*")
 _ERROR, _FATAL = etree.ErrorLevels.ERROR, etree.ErrorLevels.FATAL
 _NAMESPACE = etree.ErrorDomains.NAMESPACE
-_SWALLOWED = frozenset((etree.ErrorTypes.ERR_UNDECLARED_ENTITY, etree.ErrorTypes.WAR_UNDECLARED_ENTITY))
+_SWALLOWED = frozenset(
+    (etree.ErrorTypes.ERR_UNDECLARED_ENTITY, etree.ErrorTypes.WAR_UNDECLARED_ENTITY)
+)
 
 
 class XmlStream:
@@ -91,11 +93,18 @@ class XmlStream:
         case-sensitive); codec: an ASCII-compatible codec or utf-16-le/-be, to
         spell the root's end tag in the document's own bytes."""
         self._flat = kind in ("urlset", "index")
-        qname = root or {"urlset": "urlset", "index": "sitemapindex", "rss": "rss", "atom": "feed"}[kind]
+        qname = (
+            root
+            or {"urlset": "urlset", "index": "sitemapindex", "rss": "rss", "atom": "feed"}[kind]
+        )
         self._qname = qname
         self._end_tag = f"</{qname}".encode(codec)  # spotted in each slice (see _root_end_cuts)
-        prefix = qname.rpartition(":")[0] + ":" if ":" in qname and kind in ("urlset", "index") else ""
-        self._entry_end = f"</{prefix}{_ENTRY[kind]}>".encode(codec)  # where the root's end tag may follow
+        prefix = (
+            qname.rpartition(":")[0] + ":" if ":" in qname and kind in ("urlset", "index") else ""
+        )
+        self._entry_end = f"</{prefix}{_ENTRY[kind]}>".encode(
+            codec
+        )  # where the root's end tag may follow
         self._gt = ">".encode(codec)
         self._codec = codec
         self._tail = b""  # the last bytes of the previous slice: an end tag may straddle two
@@ -108,7 +117,9 @@ class XmlStream:
             tag = "{*}" + qname.rpartition(":")[2]
             self._parser = etree.XMLPullParser(events=("start", "end"), tag=tag, **PARSER_OPTIONS)
         else:
-            self._parser = etree.XMLPullParser(events=("end",), tag="{*}" + _ENTRY[kind], **PARSER_OPTIONS)
+            self._parser = etree.XMLPullParser(
+                events=("end",), tag="{*}" + _ENTRY[kind], **PARSER_OPTIONS
+            )
         self._handle = {
             "urlset": self._urls,
             "index": self._sitemaps,
@@ -116,7 +127,9 @@ class XmlStream:
             "atom": self._entries,
         }[kind]
         entry = _ENTRY[kind]  # plus the case variants seen in the wild, for the C-level filter
-        self._entry_tags = tuple(f"{{*}}{name}" for name in (entry, entry.upper(), entry.capitalize()))
+        self._entry_tags = tuple(
+            f"{{*}}{name}" for name in (entry, entry.upper(), entry.capitalize())
+        )
         self._root: Any = None
         self._root_closed = False
         self._base = base_url
@@ -142,18 +155,26 @@ class XmlStream:
             piece = data[start : start + SLICE]
             out: list[Entry] = []
             cuts = self._root_end_cuts(piece)
-            parts = [piece[a:b] for a, b in zip([0, *cuts], [*cuts, len(piece)]) if a < b] if cuts else (piece,)
+            parts = (
+                [piece[a:b] for a, b in zip([0, *cuts], [*cuts, len(piece)], strict=True) if a < b]
+                if cuts
+                else (piece,)
+            )
             for part in parts:
                 problem = self._push(part)
                 if problem is not None:
                     self._fail(problem, len(piece))
-                    self._drain(out, trusted=False)  # entries followed by a sibling built before the error
+                    self._drain(
+                        out, trusted=False
+                    )  # entries followed by a sibling built before the error
                     break
                 self._drain(out)
                 if self.error:
                     break
             self._fed += len(piece)
-            self._recent = piece[-_RECENT:] if len(piece) >= _RECENT else (self._recent + piece)[-_RECENT:]
+            self._recent = (
+                piece[-_RECENT:] if len(piece) >= _RECENT else (self._recent + piece)[-_RECENT:]
+            )
             yield out
             if self.error or self.full:
                 return
@@ -173,15 +194,22 @@ class XmlStream:
             # The input stops inside the root. Closing the root by hand succeeds
             # without an error only if nothing else was left open, i.e. the
             # file was cut between two entries and the last one is whole.
-            suffix, self._fake_last = _closing(self._recent.decode(self._codec, "ignore"), self._qname)
+            suffix, self._fake_last = _closing(
+                self._recent.decode(self._codec, "ignore"), self._qname
+            )
             problem = self._push(suffix.encode(self._codec))
             if problem is None:
                 self._drain(out)
             where = f"byte {self._fed:,}"
             if self._root_closed:
-                self.error = f"malformed XML: input ends before the end tag </{self._qname}> ({where})"
+                self.error = (
+                    f"malformed XML: input ends before the end tag </{self._qname}> ({where})"
+                )
             elif problem is not None or self.error is not None:
-                self.error = self.error or f"malformed XML: input ends inside an unfinished element ({where})"
+                self.error = (
+                    self.error
+                    or f"malformed XML: input ends inside an unfinished element ({where})"
+                )
                 return out
             # else: the end tag was swallowed (an open comment, CDATA, entity
             # reference): libxml2's own message below says what was left open.
@@ -191,7 +219,10 @@ class XmlStream:
         except etree.XMLSyntaxError as exc:
             problem = exc.msg or "syntax error"
         if problem is not None:
-            self.error = self.error or f"malformed XML: {problem} (reported at end of input, byte {self._fed:,})"
+            self.error = (
+                self.error
+                or f"malformed XML: {problem} (reported at end of input, byte {self._fed:,})"
+            )
             return out
         if root is not None and _has_dtd(root):
             self.error = DOCTYPE_ERROR  # nothing was emitted: every drain checks first
@@ -321,7 +352,9 @@ class XmlStream:
             self._handle(root.iterchildren(self._entry_tags), last, out)
             del root[: count if last is None else count - 1]  # entries and stray siblings
         else:
-            done = [el for _, el in self._parser.read_events() if trusted or el.getnext() is not None]
+            done = [
+                el for _, el in self._parser.read_events() if trusted or el.getnext() is not None
+            ]
             if not done:
                 return
             if self._root is None:
@@ -332,9 +365,11 @@ class XmlStream:
             self._handle(done, None, out)
             parent = done[-1].getparent()
             if parent is not None:
-                del parent[:-1]  # finished entries and stray siblings; the last one may still be open
+                del parent[
+                    :-1
+                ]  # finished entries and stray siblings; the last one may still be open
         memos = (self._prios, self._freqs, self._days, self._codes, self._names)
-        if max(map(len, memos)) > _MEMO_LIMIT:
+        if max(len(memo) for memo in memos) > _MEMO_LIMIT:
             for memo in memos:
                 memo.clear()  # hostile files (endless distinct values or tag names) stay bounded
 
@@ -361,7 +396,7 @@ class XmlStream:
                     if extra is None:
                         extra = []
                     extra.append((code, child))
-            _, loc, lastmod, changefreq, priority = fields
+            _, loc, lastmod, freq_text, prio_text = fields
             if loc is None:
                 skipped += 1
                 continue
@@ -395,23 +430,25 @@ class XmlStream:
                     except ValueError:
                         lastmod_at = parse_datetime(lastmod) if lastmod else None
                         lastmod = lastmod or None
-            if changefreq is not None:
+            changefreq: str | None = None
+            if freq_text is not None:
                 try:
-                    changefreq = freqs[changefreq]
+                    changefreq = freqs[freq_text]
                 except KeyError:
-                    freqs[changefreq] = value = parse_changefreq(changefreq)
-                    changefreq = value
-            if priority is not None:
+                    changefreq = freqs[freq_text] = parse_changefreq(freq_text)
+            priority: float | None = None
+            if prio_text is not None:
                 try:
-                    priority = prios[priority]
+                    priority = prios[prio_text]
                 except KeyError:
-                    prios[priority] = number = parse_priority(priority)
-                    priority = number
+                    priority = prios[prio_text] = parse_priority(prio_text)
             if extra is None:
                 if raw is None:
                     out.append(new_url(loc, lastmod, lastmod_at, changefreq, priority))
                 else:
-                    out.append(SitemapUrl(loc, lastmod, lastmod_at, changefreq, priority, raw_loc=raw))
+                    out.append(
+                        SitemapUrl(loc, lastmod, lastmod_at, changefreq, priority, raw_loc=raw)
+                    )
             else:
                 images, videos, news, alternates = ext.extensions(extra, base, self._names)
                 out.append(
@@ -466,7 +503,10 @@ class XmlStream:
                 name = locals_[child.tag].lower()
                 if name == "link" and link is None:
                     link = ext.text_of(child) or child.get("href")  # atom:link inside RSS
-                elif name == "guid" and (child.get("isPermaLink") or "true").strip().lower() != "false":
+                elif (
+                    name == "guid"
+                    and (child.get("isPermaLink") or "true").strip().lower() != "false"
+                ):
                     guid = ext.text_of(child)  # a permalink is absolute; "xyz" ids are not pages
                     if guid is not None and not guid[:8].lower().startswith(HTTP_PREFIXES):
                         guid = None
@@ -492,7 +532,8 @@ class XmlStream:
                 elif name in ("updated", "published", "modified", "issued") and child.text:
                     dates.setdefault(name, child.text)
             date = next(
-                (dates[k] for k in ("updated", "modified", "published", "issued") if k in dates), None
+                (dates[k] for k in ("updated", "modified", "published", "issued") if k in dates),
+                None,
             )
             self._page(link, date, out)
             if self.full:

@@ -9,7 +9,14 @@ import sys
 from worker.scan.fetch import FetchLimits
 from worker.settings import Settings
 
-WORKER_ONLY = ("asyncpg", "worker.context", "worker.settings", "worker.connections", "worker.errors", "pydantic")
+WORKER_ONLY = (
+    "asyncpg",
+    "worker.context",
+    "worker.settings",
+    "worker.connections",
+    "worker.errors",
+    "pydantic",
+)
 
 
 def test_importing_the_scanner_loads_nothing_of_the_worker() -> None:
@@ -27,6 +34,13 @@ def test_fetch_defaults_are_the_settings_defaults() -> None:
 
 
 def test_limits_follow_the_settings_given() -> None:
-    limits = FetchLimits.from_settings(Settings(fetch_total_timeout="5s", fetch_per_host_concurrency=2,
-                                                allow_private_networks=True))
-    assert (limits.total_timeout, limits.per_host_concurrency, limits.allow_private_networks) == (5.0, 2, True)
+    limits = FetchLimits.from_settings(
+        Settings(
+            fetch_total_timeout="5s", fetch_per_host_concurrency=2, allow_private_networks=True
+        )
+    )
+    assert (limits.total_timeout, limits.per_host_concurrency, limits.allow_private_networks) == (
+        5.0,
+        2,
+        True,
+    )

@@ -103,11 +103,18 @@ def test_feed_after_close_is_refused_and_close_is_idempotent() -> None:
 
 @pytest.mark.parametrize(
     "base",
-    ["https://example.com/sitemap.php?page=2", "https://example.com/feed", "https://example.com/s.xml.gz"],
+    [
+        "https://example.com/sitemap.php?page=2",
+        "https://example.com/feed",
+        "https://example.com/s.xml.gz",
+    ],
 )
 def test_kind_comes_from_content_not_from_the_url(base: str) -> None:
     parser, entries = parse(TWO, base=base)
-    assert parser.kind == "urlset" and locs(entries) == ["https://example.com/a", "https://example.com/b"]
+    assert parser.kind == "urlset" and locs(entries) == [
+        "https://example.com/a",
+        "https://example.com/b",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -137,7 +144,9 @@ def test_gzip_is_detected_by_magic_bytes_without_gz_extension() -> None:
 
 def test_gzip_header_with_file_name_split_across_one_byte_chunks() -> None:
     buffer = io.BytesIO()
-    with gzip.GzipFile(filename="sitemap-products-1.xml", mode="wb", fileobj=buffer, mtime=0) as out:
+    with gzip.GzipFile(
+        filename="sitemap-products-1.xml", mode="wb", fileobj=buffer, mtime=0
+    ) as out:
         out.write(TWO)
     body = buffer.getvalue()
     assert body[3] & 0x08  # FNAME set
@@ -157,7 +166,10 @@ def test_triple_gzip_is_refused() -> None:
 
 def test_gzipped_plain_text_sitemap() -> None:
     parser, entries = parse(gzipped(b"https://example.com/a\nhttps://example.com/b\n"), 7)
-    assert parser.kind == "text" and locs(entries) == ["https://example.com/a", "https://example.com/b"]
+    assert parser.kind == "text" and locs(entries) == [
+        "https://example.com/a",
+        "https://example.com/b",
+    ]
 
 
 def test_gzip_with_trailing_junk_keeps_everything() -> None:
@@ -238,7 +250,10 @@ def test_truncated_inside_an_end_tag_drops_that_url() -> None:
 )
 def test_prolog_variants(body: bytes) -> None:
     parser, entries = parse(body, 7)
-    assert parser.error is None and locs(entries) == ["https://example.com/a", "https://example.com/b"]
+    assert parser.error is None and locs(entries) == [
+        "https://example.com/a",
+        "https://example.com/b",
+    ]
 
 
 @pytest.mark.parametrize("encoding", ["iso-8859-1", "windows-1252"])
@@ -255,7 +270,11 @@ def test_utf16(codec: str) -> None:
     if codec != "utf-16":  # "utf-16" writes a BOM; the others need one declared by hand
         body = (codecs.BOM_UTF16_LE if codec.endswith("le") else codecs.BOM_UTF16_BE) + body
     parser, entries = parse(body, 7)
-    assert parser.kind == "urlset" and parser.error is None and locs(entries) == ["https://example.com/ü"]
+    assert (
+        parser.kind == "urlset"
+        and parser.error is None
+        and locs(entries) == ["https://example.com/ü"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -308,7 +327,9 @@ def test_whitespace_newlines_tabs_and_cdata_in_loc() -> None:
 
 
 def test_entities_and_character_references() -> None:
-    body = urlset(url("https://example.com/a?x=1&amp;y=2&#38;z=&#x33;"), url("https://example.com/&lt;b&gt;"))
+    body = urlset(
+        url("https://example.com/a?x=1&amp;y=2&#38;z=&#x33;"), url("https://example.com/&lt;b&gt;")
+    )
     _, entries = parse(body)
     assert locs(entries) == ["https://example.com/a?x=1&y=2&z=3", "https://example.com/<b>"]
 
@@ -317,7 +338,9 @@ def test_entities_and_character_references() -> None:
 def test_raw_ampersand_drops_the_entry_never_mangles_it(step: int | None) -> None:
     """Scrapy's recover mode turned ?x=1&y=2 into /a?x=1=2 (sitemaps.md §5.1)."""
     body = urlset(
-        url("https://example.com/ok"), url("https://example.com/a?x=1&y=2"), url("https://example.com/after")
+        url("https://example.com/ok"),
+        url("https://example.com/a?x=1&y=2"),
+        url("https://example.com/after"),
     )
     parser, entries = parse(body, step)
     assert locs(entries) == ["https://example.com/ok"]
@@ -326,7 +349,9 @@ def test_raw_ampersand_drops_the_entry_never_mangles_it(step: int | None) -> Non
 
 def test_undeclared_html_entity_keeps_entries_before_it() -> None:
     body = urlset(
-        url("https://example.com/ok"), url("https://example.com/a&nbsp;b"), url("https://example.com/c")
+        url("https://example.com/ok"),
+        url("https://example.com/a&nbsp;b"),
+        url("https://example.com/c"),
     )
     parser, entries = parse(body, 7)
     assert locs(entries) == ["https://example.com/ok"] and parser.error is not None
@@ -334,7 +359,9 @@ def test_undeclared_html_entity_keeps_entries_before_it() -> None:
 
 def test_control_character_is_an_error_after_the_good_entries() -> None:
     body = urlset(
-        url("https://example.com/ok"), url("https://example.com/a\x0cb"), url("https://example.com/c")
+        url("https://example.com/ok"),
+        url("https://example.com/a\x0cb"),
+        url("https://example.com/c"),
     )
     parser, entries = parse(body)
     assert locs(entries) == ["https://example.com/ok"]
@@ -378,9 +405,15 @@ def test_url_without_loc_does_not_leak_into_the_next() -> None:
 def test_duplicates_are_kept_as_published() -> None:
     """The store deduplicates with a unique key; the parser reports what the file says."""
     _, entries = parse(
-        urlset(url("https://example.com/a"), url("https://example.com/a"), url("https://example.com/b"))
+        urlset(
+            url("https://example.com/a"), url("https://example.com/a"), url("https://example.com/b")
+        )
     )
-    assert locs(entries) == ["https://example.com/a", "https://example.com/a", "https://example.com/b"]
+    assert locs(entries) == [
+        "https://example.com/a",
+        "https://example.com/a",
+        "https://example.com/b",
+    ]
 
 
 def test_undeclared_extension_prefix_keeps_entries_and_flags_the_file() -> None:
@@ -403,7 +436,11 @@ def test_billion_laughs_is_refused_at_once() -> None:
     started = time.perf_counter()
     parser, entries = parse(body.encode(), 7)
     assert time.perf_counter() - started < 0.5
-    assert entries == [] and parser.error is not None and parser.error.startswith("DOCTYPE not allowed")
+    assert (
+        entries == []
+        and parser.error is not None
+        and parser.error.startswith("DOCTYPE not allowed")
+    )
 
 
 @pytest.mark.parametrize(
@@ -457,11 +494,17 @@ def test_xml_layer_refuses_a_doctype_on_its_own(kind: str) -> None:
     body = f'<!DOCTYPE {root} [<!ENTITY x "expanded">]><{root}>{entry * 3}</{root}>'.encode()
     stream = XmlStream(kind, BASE, 10, root)
     entries = [e for batch in stream.feed(body) for e in batch] + stream.close()
-    assert entries == [] and stream.error is not None and stream.error.startswith("DOCTYPE not allowed")
+    assert (
+        entries == []
+        and stream.error is not None
+        and stream.error.startswith("DOCTYPE not allowed")
+    )
 
 
 def test_nested_root_name_does_not_complete_an_open_entry() -> None:
-    body = urlset(url("https://example.com/a"), "<url><loc>https://example.com/b</loc><urlset></urlset>")
+    body = urlset(
+        url("https://example.com/a"), "<url><loc>https://example.com/b</loc><urlset></urlset>"
+    )
     parser, entries = parse(body[: -len(b"</urlset>\n")], 7)
     assert locs(entries) == ["https://example.com/a"] and parser.error is not None
 
@@ -492,7 +535,9 @@ def test_gzip_bomb_of_zeros_stops_early_in_bounded_memory() -> None:
         tracemalloc.stop()
     assert count == 0 and parser.kind == "unknown"
     assert parser.error == "binary content, not a sitemap"
-    assert parser.bytes_in == len(bomb) and parser.bytes_out <= 64 * 1024  # nothing inflated past the sniff
+    assert (
+        parser.bytes_in == len(bomb) and parser.bytes_out <= 64 * 1024
+    )  # nothing inflated past the sniff
     assert elapsed < 1.0 and peak < 4 * 2**20
 
 
@@ -523,7 +568,9 @@ def test_feed_returns_the_same_entries_as_feed_batches() -> None:
 
 def test_cap_cut_never_emits_the_cut_url() -> None:
     body = urlset(*(url(LONG_LOC) for _ in range(10)))
-    parser, entries = parse(body, 4096, max_uncompressed_bytes=len(urlset()) + 5 * len(url(LONG_LOC)) - 100)
+    parser, entries = parse(
+        body, 4096, max_uncompressed_bytes=len(urlset()) + 5 * len(url(LONG_LOC)) - 100
+    )
     assert parser.truncated and {e.loc for e in entries} == {LONG_LOC} and len(entries) == 4
 
 
@@ -548,7 +595,10 @@ def test_byte_cap_applies_to_plain_input_too() -> None:
 
 def test_max_urls_truncates_and_flags() -> None:
     parser, entries = parse(numbered(50_001))
-    assert len(entries) == parser.url_count == 50_000 and entries[-1].loc == "https://example.com/p49999"
+    assert (
+        len(entries) == parser.url_count == 50_000
+        and entries[-1].loc == "https://example.com/p49999"
+    )
     assert parser.truncated and parser.error == "too many URLs: stopped at max_urls=50,000"
     parser, entries = parse(numbered(50_000))
     assert len(entries) == 50_000 and not parser.truncated and parser.error is None
@@ -585,7 +635,9 @@ def test_memory_stays_flat_on_a_large_file() -> None:
 
 
 def test_relative_and_protocol_relative_locs_are_resolved_and_flagged() -> None:
-    body = urlset(url("/a"), url("b/c?x=1"), url("//cdn.example.net/d"), url("https://example.com/e"))
+    body = urlset(
+        url("/a"), url("b/c?x=1"), url("//cdn.example.net/d"), url("https://example.com/e")
+    )
     _, entries = parse(body, base="https://example.com/sitemaps/main.xml")
     assert [(e.loc, e.raw_loc) for e in entries] == [
         ("https://example.com/a", "/a"),
@@ -601,7 +653,10 @@ def test_non_http_schemes_are_dropped() -> None:
         url("HTTPS://EXAMPLE.COM/Upper"), url("http://example.com/plain"),
     )  # fmt: skip
     parser, entries = parse(body)
-    assert locs(entries) == ["HTTPS://EXAMPLE.COM/Upper", "http://example.com/plain"] and parser.skipped == 4
+    assert (
+        locs(entries) == ["HTTPS://EXAMPLE.COM/Upper", "http://example.com/plain"]
+        and parser.skipped == 4
+    )
 
 
 def test_urls_are_never_cleaned() -> None:
@@ -616,7 +671,9 @@ def test_urls_are_never_cleaned() -> None:
 
 
 def test_absurdly_long_loc_is_skipped() -> None:
-    parser, entries = parse(urlset(url("https://example.com/" + "x" * 9000), url("https://example.com/ok")))
+    parser, entries = parse(
+        urlset(url("https://example.com/" + "x" * 9000), url("https://example.com/ok"))
+    )
     assert locs(entries) == ["https://example.com/ok"] and parser.skipped == 1
 
 
@@ -628,7 +685,10 @@ def test_absurdly_long_loc_is_skipped() -> None:
     [
         ("2024-01-08", datetime(2024, 1, 8, tzinfo=UTC)),
         ("2024-01-08T00:00:00", datetime(2024, 1, 8, tzinfo=UTC)),
-        ("2024-01-08T10:30:00+01:00", datetime(2024, 1, 8, 10, 30, tzinfo=timezone(timedelta(hours=1)))),
+        (
+            "2024-01-08T10:30:00+01:00",
+            datetime(2024, 1, 8, 10, 30, tzinfo=timezone(timedelta(hours=1))),
+        ),
         ("2024-01-08T10:30:00Z", datetime(2024, 1, 8, 10, 30, tzinfo=UTC)),
         ("2024-01-08T10:30Z", datetime(2024, 1, 8, 10, 30, tzinfo=UTC)),
         ("2024-01-08T10:30:00.123456+00:00", datetime(2024, 1, 8, 10, 30, 0, 123456, tzinfo=UTC)),
@@ -651,11 +711,17 @@ def test_lastmod_keeps_raw_and_parses_leniently(raw: str, parsed: datetime | Non
 
 def test_a_repeated_date_parses_the_same_each_time() -> None:
     """Date-only values are memoised per document: a hit must give what a miss gave."""
-    body = urlset(*(url(f"https://example.com/{i}", f"<lastmod>{raw}</lastmod>")
-                    for i, raw in enumerate(["2024-01-08", "2024-13-45", "2024-01-08", "2024-13-45"])))
+    body = urlset(
+        *(
+            url(f"https://example.com/{i}", f"<lastmod>{raw}</lastmod>")
+            for i, raw in enumerate(["2024-01-08", "2024-13-45", "2024-01-08", "2024-13-45"])
+        )
+    )
     _, entries = parse(body)
     assert [(e.lastmod, e.lastmod_at) for e in entries] == [
-        ("2024-01-08", datetime(2024, 1, 8, tzinfo=UTC)), ("2024-13-45", None)] * 2
+        ("2024-01-08", datetime(2024, 1, 8, tzinfo=UTC)),
+        ("2024-13-45", None),
+    ] * 2
 
 
 @pytest.mark.parametrize(
@@ -675,7 +741,10 @@ def test_changefreq_and_priority_are_validated(
     changefreq: str, priority: str, expected: tuple[object, object]
 ) -> None:
     body = urlset(
-        url("https://example.com/a", f"<changefreq>{changefreq}</changefreq><priority>{priority}</priority>")
+        url(
+            "https://example.com/a",
+            f"<changefreq>{changefreq}</changefreq><priority>{priority}</priority>",
+        )
     )
     _, entries = parse(body)
     assert (entries[0].changefreq, entries[0].priority) == expected
@@ -853,7 +922,9 @@ def test_extension_loc_never_replaces_the_page_loc_and_other_namespaces_are_igno
 
 def test_extensions_without_prefix_declaration_in_default_namespace() -> None:
     """Generators that forget the prefix put <image> in the sitemap namespace."""
-    body = urlset(url("https://example.com/a", "<image><loc>https://example.com/i.jpg</loc></image>"))
+    body = urlset(
+        url("https://example.com/a", "<image><loc>https://example.com/i.jpg</loc></image>")
+    )
     _, entries = parse(body)
     assert entries[0].loc == "https://example.com/a"
     assert entries[0].images[0]["loc"] == "https://example.com/i.jpg"
@@ -879,7 +950,9 @@ def test_sitemap_index() -> None:
     assert parser.kind == "index" and parser.error is None and parser.skipped == 1
     assert entries == [
         ChildSitemap(
-            "https://example.com/s1.xml.gz", "2024-01-08T10:00:00+00:00", datetime(2024, 1, 8, 10, tzinfo=UTC)
+            "https://example.com/s1.xml.gz",
+            "2024-01-08T10:00:00+00:00",
+            datetime(2024, 1, 8, 10, tzinfo=UTC),
         ),
         ChildSitemap("https://example.com/s2.xml?from=1&to=2", raw_loc="/s2.xml?from=1&to=2"),
     ]
@@ -893,7 +966,8 @@ def test_prefixed_sitemap_index() -> None:
 
 def test_plain_text_sitemap() -> None:
     body = (
-        codecs.BOM_UTF8 + b"https://example.com/a\r\n\r\n# a comment\r\n  https://example.com/b?x=1&y=2  \r"
+        codecs.BOM_UTF8
+        + b"https://example.com/a\r\n\r\n# a comment\r\n  https://example.com/b?x=1&y=2  \r"
         b"not a url\nftp://example.com/f\nhttps://example.com/c d\n\tHTTP://EXAMPLE.COM/UP\n"
         b"https://example.com/\xff\xfe\n"
         + b"https://example.com/"
@@ -913,12 +987,19 @@ def test_plain_text_sitemap() -> None:
 
 def test_plain_text_utf16() -> None:
     parser, entries = parse("https://example.com/ä\nhttps://example.com/b\n".encode("utf-16"), 3)
-    assert parser.kind == "text" and locs(entries) == ["https://example.com/ä", "https://example.com/b"]
+    assert parser.kind == "text" and locs(entries) == [
+        "https://example.com/ä",
+        "https://example.com/b",
+    ]
 
 
 def test_text_without_urls_is_an_error() -> None:
     parser, entries = parse(b"Service Unavailable\n")
-    assert (parser.kind, entries, parser.error) == ("text", [], "no URLs found in the plain-text body")
+    assert (parser.kind, entries, parser.error) == (
+        "text",
+        [],
+        "no URLs found in the plain-text body",
+    )
 
 
 def test_rss_feed() -> None:
@@ -951,7 +1032,10 @@ def test_rss_1_rdf_feed() -> None:
 <item rdf:about="https://example.com/a"><title>A</title><link>https://example.com/a</link></item>
 <item rdf:about="https://example.com/b"><title>B</title></item></rdf:RDF>"""
     parser, entries = parse(body, 7)
-    assert parser.kind == "rss" and locs(entries) == ["https://example.com/a", "https://example.com/b"]
+    assert parser.kind == "rss" and locs(entries) == [
+        "https://example.com/a",
+        "https://example.com/b",
+    ]
 
 
 def test_atom_feed() -> None:
@@ -982,7 +1066,10 @@ def test_atom_feed() -> None:
             "unexpected root element <Error>, not a sitemap",
         ),
         (b"<?xml version='1.0'?>\nhello", "text after the XML prolog, no root element"),
-        (b"<?xml version='1.0'?><!-- never closed", "no root element found at the start of the document"),
+        (
+            b"<?xml version='1.0'?><!-- never closed",
+            "no root element found at the start of the document",
+        ),
     ],
 )
 def test_not_a_sitemap(body: bytes, error: str) -> None:

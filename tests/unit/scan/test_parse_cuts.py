@@ -31,23 +31,34 @@ STEPS = [None, 1, 7, 64]
 
 
 def _index(count: int) -> bytes:
-    body = "".join(f"<sitemap><loc>https://example.com/p{i}</loc></sitemap>\n" for i in range(count))
+    body = "".join(
+        f"<sitemap><loc>https://example.com/p{i}</loc></sitemap>\n" for i in range(count)
+    )
     return f'<?xml version="1.0"?>\n<sitemapindex xmlns="{NS}">\n{body}</sitemapindex>\n'.encode()
 
 
 def _prefixed(count: int) -> bytes:
-    body = "".join(f"  <s:url><s:loc>https://example.com/p{i}</s:loc></s:url>\n" for i in range(count))
+    body = "".join(
+        f"  <s:url><s:loc>https://example.com/p{i}</s:loc></s:url>\n" for i in range(count)
+    )
     return f'<s:urlset xmlns:s="{NS}">\n{body}</s:urlset>'.encode()
 
 
 def _rss(count: int) -> bytes:
-    items = "".join(f"<item><title>t{i}</title><link>https://example.com/p{i}</link></item>\n" for i in range(count))
+    items = "".join(
+        f"<item><title>t{i}</title><link>https://example.com/p{i}</link></item>\n"
+        for i in range(count)
+    )
     return f'<?xml version="1.0"?>\n<rss version="2.0"><channel><title>x</title>\n{items}</channel></rss>\n'.encode()
 
 
 def _atom(count: int) -> bytes:
-    entries = "".join(f'<entry><link href="https://example.com/p{i}"/></entry>\n' for i in range(count))
-    return f'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title>\n{entries}</feed>\n'.encode()
+    entries = "".join(
+        f'<entry><link href="https://example.com/p{i}"/></entry>\n' for i in range(count)
+    )
+    return (
+        f'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title>\n{entries}</feed>\n'.encode()
+    )
 
 
 # body, the end tag that completes one entry, the end tag that completes the document
@@ -97,7 +108,9 @@ def test_whole_document_split_anywhere_is_complete(kind: str) -> None:
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("bad", [0, 2, 5])
 @pytest.mark.parametrize("later_semicolon", [False, True])
-def test_raw_ampersand_never_stores_the_truncated_url(step: int | None, bad: int, later_semicolon: bool) -> None:
+def test_raw_ampersand_never_stores_the_truncated_url(
+    step: int | None, bad: int, later_semicolon: bool
+) -> None:
     """`.../two?a=1&b=2` was stored as `.../two?a=1` (a different URL) with lxml 6.2."""
     urls = [url(loc) for loc in FULL]
     urls[bad] = url("https://example.com/two?a=1&b=2")
@@ -112,9 +125,17 @@ def test_raw_ampersand_never_stores_the_truncated_url(step: int | None, bad: int
 @pytest.mark.parametrize(
     "damage",
     [b"\x0c", b"&nbsp;", b"</lox>", b"<a b='1' b='2'/>", b"\xe9t\xe9"],
-    ids=["control-char", "undeclared-entity", "mismatched-tag", "duplicate-attribute", "latin-1-in-utf-8"],
+    ids=[
+        "control-char",
+        "undeclared-entity",
+        "mismatched-tag",
+        "duplicate-attribute",
+        "latin-1-in-utf-8",
+    ],
 )
-def test_error_inside_an_entry_keeps_only_the_entries_before_it(step: int | None, damage: bytes) -> None:
+def test_error_inside_an_entry_keeps_only_the_entries_before_it(
+    step: int | None, damage: bytes
+) -> None:
     body = numbered(6).replace(b"/p3</loc>", b"/p3" + damage + b"</loc>")
     parser, entries = parse(body, step)
     assert locs(entries) == FULL[:3]
@@ -127,12 +148,20 @@ def test_undeclared_entity_ends_the_document_even_if_more_xml_follows() -> None:
     head = f'<urlset xmlns="{NS}"><url><loc>https://example.com/p0</loc></url><url><loc>https://example.com/x&nbsp;'
     parser = SitemapParser(BASE)
     entries = parser.feed(head.encode())
-    entries += parser.feed(f'<urlset xmlns="{NS}"><url><loc>https://example.com/evil</loc></url></urlset>'.encode())
+    entries += parser.feed(
+        f'<urlset xmlns="{NS}"><url><loc>https://example.com/evil</loc></url></urlset>'.encode()
+    )
     entries += parser.close()
     assert locs(entries) == ["https://example.com/p0"] and parser.error is not None
 
 
-STRAY = [b"<p>stray</p>", b"garbage", b"\n<!-- ok -->\n<html><body>cache</body></html>", b"</urlset>", b"<urlset/>"]
+STRAY = [
+    b"<p>stray</p>",
+    b"garbage",
+    b"\n<!-- ok -->\n<html><body>cache</body></html>",
+    b"</urlset>",
+    b"<urlset/>",
+]
 
 
 @pytest.mark.parametrize("step", [None, 1, 3, 7, 4096])
@@ -161,7 +190,9 @@ def test_stray_bytes_after_other_roots_keep_every_entry(kind: str) -> None:
 
 @pytest.mark.parametrize("shift", range(-12, 4))
 @pytest.mark.parametrize("chunk", [None, 1000, 4096])
-def test_stray_bytes_with_the_root_end_tag_across_a_64k_slice(shift: int, chunk: int | None) -> None:
+def test_stray_bytes_with_the_root_end_tag_across_a_64k_slice(
+    shift: int, chunk: int | None
+) -> None:
     """The parser feeds lxml 64 KiB at a time: the end tag may straddle two slices."""
     count = 1000
     body = numbered(count)
@@ -196,7 +227,11 @@ def test_uncompressed_cap_anywhere_never_emits_a_partial_url() -> None:
         for payload in (body, gzipped(body)):
             parser, entries = parse(payload, 7, max_uncompressed_bytes=cap)
             assert locs(entries) == FULL[: body[:cap].count(b"</url>")], (cap, body[:cap][-30:])
-            assert parser.truncated and parser.error is not None and "max_uncompressed_bytes" in parser.error
+            assert (
+                parser.truncated
+                and parser.error is not None
+                and "max_uncompressed_bytes" in parser.error
+            )
 
 
 def test_truncated_gzip_anywhere_never_emits_a_partial_url() -> None:
@@ -259,7 +294,11 @@ def test_truncated_gzip_text_anywhere_keeps_only_whole_lines() -> None:
     [
         (b"https://example.com/caf\xe9", None, "https://example.com/café"),
         (b"https://example.com/\x80-price", None, "https://example.com/€-price"),  # windows-1252
-        (b"https://example.com/\x81\x8d", None, "https://example.com/\x81\x8d"),  # unassigned: latin-1
+        (
+            b"https://example.com/\x81\x8d",
+            None,
+            "https://example.com/\x81\x8d",
+        ),  # unassigned: latin-1
         (b"https://example.com/caf\xc3\xa9", None, "https://example.com/café"),  # UTF-8 first
         (b"https://example.com/caf\xc3\xa9", "iso-8859-1", "https://example.com/café"),
         (b"https://example.com/\xa4", "iso-8859-15", "https://example.com/€"),  # declared charset
@@ -268,7 +307,9 @@ def test_truncated_gzip_text_anywhere_keeps_only_whole_lines() -> None:
         (b"https://example.com/caf\xe9", "no-such-charset", "https://example.com/café"),
     ],
 )
-def test_legacy_encoded_text_is_decoded_never_replaced(raw: bytes, charset: str | None, expected: str) -> None:
+def test_legacy_encoded_text_is_decoded_never_replaced(
+    raw: bytes, charset: str | None, expected: str
+) -> None:
     body = b"https://example.com/a\n" + raw + b"\nhttps://example.com/b\n"
     for step in (None, 3):
         parser = SitemapParser(BASE, **({"charset": charset} if charset else {}))
@@ -291,7 +332,13 @@ def _random_urlset(rng: random.Random) -> tuple[bytes, list[str], list[int]]:
     for i in range(rng.randint(1, 6)):
         loc = f"https://example.com/{i}?q={rng.randint(0, 99)}&amp;r=1"
         locs_.append(loc.replace("&amp;", "&"))
-        extra = rng.choice(["", f"<{prefix}lastmod>2024-01-02</{prefix}lastmod>", f"<{prefix}priority>0.5</{prefix}priority>"])
+        extra = rng.choice(
+            [
+                "",
+                f"<{prefix}lastmod>2024-01-02</{prefix}lastmod>",
+                f"<{prefix}priority>0.5</{prefix}priority>",
+            ]
+        )
         out += f"{rng.choice(['', chr(10), '  '])}<{prefix}url><{prefix}loc>{loc}</{prefix}loc>{extra}</{prefix}url>".encode()
         ends.append(len(out))
     return out + f"\n</{prefix}urlset>\n".encode(), locs_, [start, *ends]

@@ -50,15 +50,25 @@ def test_comments_are_stripped() -> None:
         b"Sitemap: https://example.com/b.xml#no-space\n"
         b"Sitemap: # nothing here\n"
     )
-    assert sitemaps_from_robots(body, ROBOTS) == ["https://example.com/a.xml", "https://example.com/b.xml"]
+    assert sitemaps_from_robots(body, ROBOTS) == [
+        "https://example.com/a.xml",
+        "https://example.com/b.xml",
+    ]
 
 
 @pytest.mark.parametrize("newline", [b"\r\n", b"\r", b"\n"])
 def test_bom_and_line_endings(newline: bytes) -> None:
     body = codecs.BOM_UTF8 + newline.join(
-        [b"Sitemap: https://example.com/a.xml", b"User-agent: *", b"Sitemap: https://example.com/b.xml"]
+        [
+            b"Sitemap: https://example.com/a.xml",
+            b"User-agent: *",
+            b"Sitemap: https://example.com/b.xml",
+        ]
     )
-    assert sitemaps_from_robots(body, ROBOTS) == ["https://example.com/a.xml", "https://example.com/b.xml"]
+    assert sitemaps_from_robots(body, ROBOTS) == [
+        "https://example.com/a.xml",
+        "https://example.com/b.xml",
+    ]
 
 
 def test_gzip_compressed_body() -> None:
@@ -75,7 +85,10 @@ def test_duplicates_removed_in_order() -> None:
         b"Sitemap: https://example.com/b.xml\nSitemap: https://example.com/a.xml\n"
         b"sitemap: https://example.com/b.xml\nSitemap: /a.xml\n"
     )
-    assert sitemaps_from_robots(body, ROBOTS) == ["https://example.com/b.xml", "https://example.com/a.xml"]
+    assert sitemaps_from_robots(body, ROBOTS) == [
+        "https://example.com/b.xml",
+        "https://example.com/a.xml",
+    ]
 
 
 def test_invalid_bytes_are_tolerated() -> None:
@@ -109,13 +122,18 @@ def test_a_line_cut_by_the_cap_is_not_read() -> None:
     body = head + b"#" * (MAX_ROBOTS_BYTES - len(head) - 20) + b"\n"
     body += b"Sitemap: https://example.com/cut-by-the-cap-somewhere-in-here.xml\n"
     assert read_robots(body, ROBOTS) == (["https://example.com/early.xml"], True)
-    assert read_robots(body[:MAX_ROBOTS_BYTES], ROBOTS, cut=True).sitemaps == ["https://example.com/early.xml"]
+    assert read_robots(body[:MAX_ROBOTS_BYTES], ROBOTS, cut=True).sitemaps == [
+        "https://example.com/early.xml"
+    ]
 
 
 def test_a_body_said_to_be_cut_keeps_only_complete_lines() -> None:
     body = b"Sitemap: https://example.com/a.xml\r\nSitemap: https://example.com/b.x"
     assert read_robots(body, ROBOTS, cut=True) == (["https://example.com/a.xml"], True)
-    assert read_robots(body, ROBOTS) == (["https://example.com/a.xml", "https://example.com/b.x"], False)
+    assert read_robots(body, ROBOTS) == (
+        ["https://example.com/a.xml", "https://example.com/b.x"],
+        False,
+    )
 
 
 def test_gzip_that_unpacks_past_the_cap_is_cut_at_a_line() -> None:

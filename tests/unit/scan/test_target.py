@@ -13,8 +13,18 @@ from worker.scan.target import Target, parse_target
         ("example.com", "example.com", None, ("https://example.com", "http://example.com")),
         ("  example.com  ", "example.com", None, ("https://example.com", "http://example.com")),
         ("EXAMPLE.com.", "example.com", None, ("https://example.com", "http://example.com")),
-        ("www.Example.CO.uk", "www.example.co.uk", None, ("https://www.example.co.uk", "http://www.example.co.uk")),
-        ("example.com:8080", "example.com", 8080, ("https://example.com:8080", "http://example.com:8080")),
+        (
+            "www.Example.CO.uk",
+            "www.example.co.uk",
+            None,
+            ("https://www.example.co.uk", "http://www.example.co.uk"),
+        ),
+        (
+            "example.com:8080",
+            "example.com",
+            8080,
+            ("https://example.com:8080", "http://example.com:8080"),
+        ),
         ("example.com:443", "example.com", 443, ("https://example.com",)),
         ("example.com:80", "example.com", 80, ("http://example.com",)),
         ("https://example.com", "example.com", None, ("https://example.com",)),
@@ -25,8 +35,12 @@ from worker.scan.target import Target, parse_target
         ("http://[2001:DB8::1]/", "2001:db8::1", None, ("http://[2001:db8::1]",)),
         ("//example.com/x", "example.com", None, ("https://example.com", "http://example.com")),
         ("localhost", "localhost", None, ("https://localhost", "http://localhost")),
-        ("my_host.example.com", "my_host.example.com", None,
-         ("https://my_host.example.com", "http://my_host.example.com")),
+        (
+            "my_host.example.com",
+            "my_host.example.com",
+            None,
+            ("https://my_host.example.com", "http://my_host.example.com"),
+        ),
     ],
 )
 def test_accepted_forms(value: str, host: str, port: int | None, origins: tuple[str, ...]) -> None:

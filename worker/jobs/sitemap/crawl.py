@@ -69,7 +69,9 @@ class ScanState:
         return self.urls >= self.max_urls
 
 
-async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls: int) -> dict[str, Any]:
+async def scan_site(
+    ctx: JobContext, fetcher: Fetcher, target: Target, max_urls: int
+) -> dict[str, Any]:
     """Scan one target; returns the job's result summary."""
     began = time.monotonic()
     # URLs an earlier run of this job committed (killed, or released at shutdown) count
@@ -80,30 +82,52 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     if not found.reached:
         # A host that cannot be reached at all is asked nothing more. The job fails at once
         # with that one error, retryable when the error may pass.
-        failure = RetryableJobError if all(r.transient for _, r in found.unreachable) else PermanentJobError
-        raise failure("no sitemap could be fetched: " + "; ".join(
-            f"{o} cannot be reached ({r.error})" for o, r in found.unreachable))
+        failure = (
+            RetryableJobError
+            if all(r.transient for _, r in found.unreachable)
+            else PermanentJobError
+        )
+        raise failure(
+            "no sitemap could be fetched: "
+            + "; ".join(f"{o} cannot be reached ({r.error})" for o, r in found.unreachable)
+        )
     origin, seeds, warnings = found.origin, found.seeds, found.warnings
     queue = deque(Pending(url, None, None, 0, source) for url, source in seeds)
     state.known = len(queue)
     listed = sum(1 for item in queue if item.source == "robots")
-    log.info("scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try%s",
-             origin, listed, len(queue) - listed,
-             f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "")
+    log.info(
+        "scanning %s: %d sitemap(s) listed in robots.txt, %d well-known path(s) to try%s",
+        origin,
+        listed,
+        len(queue) - listed,
+        f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "",
+    )
     await _walk(ctx, fetcher, writer, state, queue)
-    log.info("scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s", origin,
-             state.files - state.missing, state.urls, state.errors, time.monotonic() - began)
+    log.info(
+        "scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s",
+        origin,
+        state.files - state.missing,
+        state.urls,
+        state.errors,
+        time.monotonic() - began,
+    )
     if state.errors and not state.ok and not state.urls:
         # Nothing stored and nothing readable. Worth another try only if every failure
         # was one a later try may not meet; a site that answers 404 everywhere is done.
         failure = RetryableJobError if state.transient == state.errors else PermanentJobError
-        raise failure(f"no sitemap could be fetched ({state.errors} tried); "
-                      f"first error: {state.first_error}")
+        raise failure(
+            f"no sitemap could be fetched ({state.errors} tried); first error: {state.first_error}"
+        )
     result = {
-        "domain": target.host, "origin": origin,
-        "sitemap_count": state.files - state.missing, "url_count": state.urls, "error_count": state.errors,
-        "well_known_missing": state.missing, "kinds": dict(state.kinds),
-        "truncated": state.truncated or bool(queue), "bytes": state.bytes,
+        "domain": target.host,
+        "origin": origin,
+        "sitemap_count": state.files - state.missing,
+        "url_count": state.urls,
+        "error_count": state.errors,
+        "well_known_missing": state.missing,
+        "kinds": dict(state.kinds),
+        "truncated": state.truncated or bool(queue),
+        "bytes": state.bytes,
         "duration_s": round(time.monotonic() - began, 3),
     }
     if warnings:
@@ -111,8 +135,9 @@ async def scan_site(ctx: JobContext, fetcher: Fetcher, target: Target, max_urls:
     return result
 
 
-async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
-                queue: deque[Pending]) -> None:
+async def _walk(
+    ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState, queue: deque[Pending]
+) -> None:
     """Breadth-first, FILES_AT_ONCE files in flight: a file starts as soon as another ends,
     so one slow file never leaves the other slots idle. Stops starting files once the URL
     cap or the file cap is reached (what is left stays in `queue`). The first failure
@@ -126,7 +151,9 @@ async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: Sca
             while queue and len(running) < FILES_AT_ONCE and not state.full and started < MAX_FILES:
                 item = queue.popleft()
                 if item.url not in state.visited:
-                    running.add(asyncio.ensure_future(_scan_file(ctx, fetcher, writer, state, item)))
+                    running.add(
+                        asyncio.ensure_future(_scan_file(ctx, fetcher, writer, state, item))
+                    )
                     started += 1
             if not running:
                 return
@@ -142,15 +169,18 @@ async def _walk(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: Sca
         raise
 
 
-async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState,
-                     item: Pending) -> list[Pending]:
+async def _scan_file(
+    ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state: ScanState, item: Pending
+) -> list[Pending]:
     if item.url in state.visited:
         return []
     state.visited.add(item.url)
     parser = SitemapParser(item.url, max_urls=max(state.max_urls - state.urls, 1))
     pending: list[SitemapUrl] = []
     children: list[ChildSitemap] = []
-    file_id = await open_file(ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source)
+    file_id = await open_file(
+        ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source
+    )
     store = FileStore(writer, state, file_id)
 
     async def sink(chunk: bytes) -> bool:
@@ -184,15 +214,24 @@ async def _scan_file(ctx: JobContext, fetcher: Fetcher, writer: UrlWriter, state
     flag_only = error is None and listed > SPEC_URLS_PER_FILE
     if flag_only:
         error = f"{listed:,} URLs: over the sitemaps.org limit of {SPEC_URLS_PER_FILE:,} (all kept)"
-    outcome = FileOutcome(parser.kind if fetched.status == 200 else None, error, listed,
-                          parser.truncated or state.full or fetched.truncated, parser.bytes_out, flag_only)
+    outcome = FileOutcome(
+        parser.kind if fetched.status == 200 else None,
+        error,
+        listed,
+        parser.truncated or state.full or fetched.truncated,
+        parser.bytes_out,
+        flag_only,
+    )
     _count(state, item, fetched, outcome, transient=fetched.transient and unstorable is None)
     state.files += 1
     await finish_file(ctx, file_id, fetched, outcome, min(0.99, state.files / max(state.known, 1)))
     if item.depth + 1 > MAX_DEPTH:
         return []
-    return [Pending(c.loc, file_id, item.url, item.depth + 1, "index")
-            for c in children if c.loc not in state.visited]
+    return [
+        Pending(c.loc, file_id, item.url, item.depth + 1, "index")
+        for c in children
+        if c.loc not in state.visited
+    ]
 
 
 async def _fetch(fetcher: Fetcher, state: ScanState, url: str, sink: Sink) -> FetchResult:
@@ -202,8 +241,13 @@ async def _fetch(fetcher: Fetcher, state: ScanState, url: str, sink: Sink) -> Fe
     origin = _origin(url)
     dead = state.unreachable.get(origin)
     if dead is not None:
-        return FetchResult(url, url, error=f"not fetched: {origin} could not be reached ({dead.error})",
-                           transient=dead.transient, unreachable=True)
+        return FetchResult(
+            url,
+            url,
+            error=f"not fetched: {origin} could not be reached ({dead.error})",
+            transient=dead.transient,
+            unreachable=True,
+        )
     fetched = await fetcher.fetch(url, sink)
     if fetched.unreachable and origin:
         state.unreachable.setdefault(origin, fetched)
@@ -223,23 +267,31 @@ def _sort(entries: list[Any], urls: list[SitemapUrl], children: list[ChildSitema
         (children if isinstance(entry, ChildSitemap) else urls).append(entry)
 
 
-def _file_error(fetched: FetchResult, parser: SitemapParser, unstorable: str | None,
-                listed: int, children: int) -> str | None:
+def _file_error(
+    fetched: FetchResult, parser: SitemapParser, unstorable: str | None, listed: int, children: int
+) -> str | None:
     """The file row's error: what went wrong, and for a file read in part, what cut it and
     what was kept of it. None when the file was read whole and well (or we stopped reading
     it ourselves, at max_urls)."""
-    kept = f"{children:,} child sitemaps kept" if children and not listed else f"{listed:,} URLs kept"
+    kept = (
+        f"{children:,} child sitemaps kept" if children and not listed else f"{listed:,} URLs kept"
+    )
     if unstorable:
         return f"{unstorable}; {kept}"
     if fetched.error:
-        return f"{fetched.error}: the file was cut short, {kept}" if fetched.truncated else fetched.error
+        return (
+            f"{fetched.error}: the file was cut short, {kept}"
+            if fetched.truncated
+            else fetched.error
+        )
     if fetched.stopped or parser.truncated or parser.error is None:
         return None
     return f"{parser.error}; {kept}" if listed or children else parser.error
 
 
-def _count(state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome, *,
-           transient: bool) -> None:
+def _count(
+    state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome, *, transient: bool
+) -> None:
     state.bytes += fetched.bytes_read
     state.truncated = state.truncated or outcome.truncated
     if outcome.kind:

@@ -51,7 +51,9 @@ class Budget(Protocol):
 class FileStore:
     """Stores one file's URLs in the background; put() from the sink, close() at the end."""
 
-    def __init__(self, writer: UrlWriter, budget: Budget, file_id: int, depth: int = QUEUED_CHUNKS) -> None:
+    def __init__(
+        self, writer: UrlWriter, budget: Budget, file_id: int, depth: int = QUEUED_CHUNKS
+    ) -> None:
         self.writer, self.budget, self.file_id = writer, budget, file_id
         self.listed = 0  # URLs the file listed that count as kept (its url_count)
         self.unstorable: str | None = None  # a chunk the database would not take, even cleaned

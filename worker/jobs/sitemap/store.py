@@ -27,12 +27,28 @@ from ...sql import q
 
 DEADLOCK_ATTEMPTS = 3
 CHUNK = 2000  # URLs per insert statement: a few hundred KB, well inside one short transaction
-URL_COLUMNS = ("job_id", "sitemap_file_id", "loc", "lastmod", "lastmod_raw", "changefreq", "priority",
-               "images", "videos", "news", "alternates")
+URL_COLUMNS = (
+    "job_id",
+    "sitemap_file_id",
+    "loc",
+    "lastmod",
+    "lastmod_raw",
+    "changefreq",
+    "priority",
+    "images",
+    "videos",
+    "news",
+    "alternates",
+)
 # A value the driver cannot encode (a lone surrogate, a date that leaves the calendar once
 # put in UTC: 0001-01-01T00:00+14:00) or the server refuses (class 22): the chunk's values
 # are cleaned once and written again; a chunk that still fails fails its file, not the job.
-UNSTORABLE: tuple[type[BaseException], ...] = (asyncpg.DataError, OverflowError, UnicodeError, ValueError)
+UNSTORABLE: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    OverflowError,
+    UnicodeError,
+    ValueError,
+)
 
 
 @dataclass(slots=True)
@@ -45,30 +61,49 @@ class FileOutcome:
     flag_only: bool = False  # `error` is a remark (e.g. over the spec's URL limit), not a failure
 
 
-async def open_file(ctx: JobContext, url: str, parent_id: int | None, parent_url: str | None,
-                    depth: int, source: str) -> int:
+async def open_file(
+    ctx: JobContext,
+    url: str,
+    parent_id: int | None,
+    parent_url: str | None,
+    depth: int,
+    source: str,
+) -> int:
     url, parent_url = storable(url), _text(parent_url)
 
     async def upsert(conn: asyncpg.Connection) -> int:
-        return await conn.fetchval(q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url,
-                                   depth, source)
+        return await conn.fetchval(
+            q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url, depth, source
+        )
 
     return await ctx.run_phase(upsert)
 
 
-async def finish_file(ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome,
-                      progress: float) -> None:
+async def finish_file(
+    ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome, progress: float
+) -> None:
     """The file's final row. Any error but a remark (flag_only) makes it an `error`, URLs
     kept or not; every text is cleaned first, so what a site sent cannot fail the write."""
     error = _text(found.error if found.error is not None else fetched.error)
 
     async def finish(conn: asyncpg.Connection) -> None:
         await conn.execute(
-            q("finish_sitemap_file"), file_id, _text(fetched.final_url), found.kind,
-            "error" if error and not found.flag_only else "ok", error, found.url_count,
-            found.truncated, fetched.status, fetched.bytes_read, found.bytes_uncompressed,
-            _text(fetched.content_type), _text(fetched.etag), _text(fetched.last_modified),
-            fetched.elapsed * 1000)
+            q("finish_sitemap_file"),
+            file_id,
+            _text(fetched.final_url),
+            found.kind,
+            "error" if error and not found.flag_only else "ok",
+            error,
+            found.url_count,
+            found.truncated,
+            fetched.status,
+            fetched.bytes_read,
+            found.bytes_uncompressed,
+            _text(fetched.content_type),
+            _text(fetched.etag),
+            _text(fetched.last_modified),
+            fetched.elapsed * 1000,
+        )
 
     await ctx.run_phase(finish, progress)
 
@@ -95,8 +130,9 @@ class UrlWriter:
         self.ctx = ctx
         self.copying = stored_before == 0
 
-    async def store(self, file_id: int, urls: list[SitemapUrl],
-                    counted: Callable[[int], None] | None = None) -> int:
+    async def store(
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None = None
+    ) -> int:
         """Returns how many of `urls` were new for this job, and tells `counted` from inside
         the write's transaction, which runs to its end even if the caller is cancelled
         meanwhile (the fetch deadline, a failed sibling): what is committed is counted."""
@@ -111,15 +147,17 @@ class UrlWriter:
                 raise  # nothing to clean: the chunk is bad some other way
         return await self._store(file_id, urls, counted)
 
-    async def _store(self, file_id: int, urls: list[SitemapUrl],
-                     counted: Callable[[int], None] | None) -> int:
+    async def _store(
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+    ) -> int:
         attempt = 1
         while True:
             try:
                 new = await self._copy(file_id, urls, counted) if self.copying else None
                 if new is None:
-                    new = await self.ctx.run_phase(lambda conn: self._insert(conn, file_id, urls, counted),
-                                                   durable=False)
+                    new = await self.ctx.run_phase(
+                        lambda conn: self._insert(conn, file_id, urls, counted), durable=False
+                    )
                 return new
             except asyncpg.DeadlockDetectedError:
                 self.copying = False  # the other side has committed its rows, or will
@@ -127,8 +165,9 @@ class UrlWriter:
                     raise
                 attempt += 1
 
-    async def _copy(self, file_id: int, urls: list[SitemapUrl],
-                    counted: Callable[[int], None] | None) -> int | None:
+    async def _copy(
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+    ) -> int | None:
         """None when a URL was already there: nothing of the chunk was written."""
         names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
 
@@ -142,13 +181,26 @@ class UrlWriter:
             self.copying = False
             return None
 
-    async def _insert(self, conn: asyncpg.Connection, file_id: int, urls: list[SitemapUrl],
-                      counted: Callable[[int], None] | None) -> int:
-        new: int = await conn.fetchval(q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls))
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        file_id: int,
+        urls: list[SitemapUrl],
+        counted: Callable[[int], None] | None,
+    ) -> int:
+        new: int = await conn.fetchval(
+            q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls)
+        )
         return await self._count(conn, file_id, len(urls), new, counted)
 
-    async def _count(self, conn: asyncpg.Connection, file_id: int, listed: int, new: int,
-                     counted: Callable[[int], None] | None) -> int:
+    async def _count(
+        self,
+        conn: asyncpg.Connection,
+        file_id: int,
+        listed: int,
+        new: int,
+        counted: Callable[[int], None] | None,
+    ) -> int:
         """The chunk's last statement, then its counts: only a failed commit (which fails
         the job) could still undo what is counted here."""
         await conn.execute(q("count_file_urls"), file_id, listed)
@@ -161,7 +213,9 @@ class UrlWriter:
 _by_loc = attrgetter("loc")
 
 
-def _copy_rows(job_id: int, file_id: int, urls: list[SitemapUrl]) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _copy_rows(
+    job_id: int, file_id: int, urls: list[SitemapUrl]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     """COPY rows holding only the columns the chunk has a value in: the rest default to null,
     and encoding fewer columns is a good part of the client's CPU time per row."""
     names = list(URL_COLUMNS[:2])
@@ -223,7 +277,16 @@ def _clean(urls: list[SitemapUrl]) -> bool:
     Returns whether anything changed."""
     changed = False
     for u in urls:
-        before = (u.loc, u.lastmod, u.lastmod_at, u.changefreq, u.images, u.videos, u.news, u.alternates)
+        before = (
+            u.loc,
+            u.lastmod,
+            u.lastmod_at,
+            u.changefreq,
+            u.images,
+            u.videos,
+            u.news,
+            u.alternates,
+        )
         u.loc = storable(u.loc)
         u.lastmod, u.changefreq = _text(u.lastmod), _text(u.changefreq)
         if u.lastmod_at is not None:
@@ -233,8 +296,16 @@ def _clean(urls: list[SitemapUrl]) -> bool:
                 u.lastmod_at = None
         u.images, u.videos, u.alternates = _deep(u.images), _deep(u.videos), _deep(u.alternates)
         u.news = _deep(u.news)
-        changed = changed or before != (u.loc, u.lastmod, u.lastmod_at, u.changefreq, u.images,
-                                        u.videos, u.news, u.alternates)
+        changed = changed or before != (
+            u.loc,
+            u.lastmod,
+            u.lastmod_at,
+            u.changefreq,
+            u.images,
+            u.videos,
+            u.news,
+            u.alternates,
+        )
     return changed
 
 
