@@ -1,4 +1,5 @@
-"""Named SQL from `sql/queries.sql` and the ordered migrations in `sql/migrations/`."""
+"""Named SQL from `sql/queries.sql` (the job path) and `sql/queries/*.sql` (one file per area:
+the HTTP API, domains, ...), and the ordered migrations in `sql/migrations/`."""
 
 from __future__ import annotations
 
@@ -51,9 +52,26 @@ def parse_queries(text: str) -> dict[str, Query]:
     return queries
 
 
+def query_files() -> list[Path]:
+    """`queries.sql` first, then each area's file in name order."""
+    folder = sql_dir()
+    return [folder / "queries.sql", *sorted((folder / "queries").glob("*.sql"))]
+
+
 @cache
 def queries() -> dict[str, Query]:
-    return parse_queries((sql_dir() / "queries.sql").read_text(encoding="utf-8"))
+    return load_queries(query_files())
+
+
+def load_queries(paths: list[Path]) -> dict[str, Query]:
+    """Every named query; a name defined in two files is refused like one defined twice."""
+    merged: dict[str, Query] = {}
+    for path in paths:
+        for name, query in parse_queries(path.read_text(encoding="utf-8")).items():
+            if name in merged:
+                raise ValueError(f"query {name!r} is defined twice ({path.name} and another)")
+            merged[name] = query
+    return merged
 
 
 def q(name: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.sql import METHODS, migrations, parse_queries, queries, sql_dir
+from worker.sql import METHODS, load_queries, migrations, parse_queries, queries, sql_dir
 
 WORKER = Path(__file__).resolve().parents[2] / "worker"
 
@@ -18,13 +18,13 @@ def test_every_query_used_in_code_is_defined():
         used |= set(re.findall(r"""\bq\(\s*["'](\w+)["']""", path.read_text()))
     assert used, "expected the code to ask for named queries"
     missing = used - set(queries())
-    assert not missing, f"queries used but not in sql/queries.sql: {sorted(missing)}"
+    assert not missing, f"queries used but in no query file: {sorted(missing)}"
 
 
 def test_every_defined_query_is_used():
     text = "\n".join(p.read_text() for p in WORKER.rglob("*.py"))
     unused = [name for name in queries() if f'"{name}"' not in text]
-    assert not unused, f"dead queries in sql/queries.sql: {unused}"
+    assert not unused, f"dead queries in the query files: {unused}"
 
 
 # `conn.fetchval(q("name")` (a line break after the parenthesis allowed), and the helpers
@@ -87,6 +87,16 @@ def test_parse_keeps_kind_and_body_and_rejects_duplicates():
     assert parsed["b"].text == "SELECT 2"
     with pytest.raises(ValueError, match="defined twice"):
         parse_queries("-- name: a :one\nSELECT 1\n-- name: a :one\nSELECT 2")
+
+
+def test_a_name_defined_in_two_query_files_is_refused(tmp_path):
+    first, second = tmp_path / "queries.sql", tmp_path / "api.sql"
+    first.write_text("-- name: a :one\nSELECT 1\n")
+    second.write_text("-- name: b :one\nSELECT 2\n-- name: a :val\nSELECT 3\n")
+    with pytest.raises(ValueError, match="'a' is defined twice"):
+        load_queries([first, second])
+    second.write_text("-- name: b :one\nSELECT 2\n")
+    assert set(load_queries([first, second])) == {"a", "b"}
 
 
 def test_migrations_are_ordered_and_numbered():
