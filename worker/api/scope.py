@@ -1,0 +1,47 @@
+"""Who is asking, as the rest of the server needs to know it: which tenant's jobs a request may
+see and whether it may change anything. The auth middleware sets it on every request; handlers
+and the dashboard only ever read it, so a tenant rule lives in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from ..settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A request's rights. `tenant_id` None means every tenant (an admin key, or a server with
+    no keys at all, which only ever listens on loopback)."""
+
+    tenant_id: str | None
+    admin: bool
+    read_only: bool = False
+    key_id: int | None = None  # None: no key (the open loopback server)
+
+    def sees(self, tenant_id: str | None) -> bool:
+        """May this request see a job of `tenant_id`? Another tenant's job must look missing."""
+        return self.tenant_id is None or self.tenant_id == tenant_id
+
+
+# Set by the auth middleware on every request that reaches a handler (a plain string key:
+# aiohttp's typed RequestKey is newer than the aiohttp we support).
+SCOPE = "sitemap_worker.scope"
+
+# What the application holds for its handlers (the pool is the pooled, prepare-free one).
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("sitemap_worker_pool", asyncpg.Pool)
+SETTINGS: web.AppKey[Settings] = web.AppKey("sitemap_worker_settings", Settings)
+
+
+def scope_of(request: web.Request) -> Scope:
+    """The request's Scope; a handler reached without the middleware is a bug, said loudly."""
+    try:
+        scope = request[SCOPE]
+    except KeyError:
+        raise RuntimeError("no Scope on the request: the auth middleware did not run") from None
+    if not isinstance(scope, Scope):
+        raise TypeError(f"request[{SCOPE!r}] is a {type(scope).__name__}, not a Scope")
+    return scope
