@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar
 from ...errors import describe
 from ...scan.fetch import deadline_paused
 from ...scan.model import SitemapUrl
-from .store import CHUNK, UNSTORABLE, UrlWriter
+from .store import CHUNK, UNSTORABLE, FileRow, UrlWriter
 
 QUEUED_CHUNKS = 4  # chunks waiting for storage, per file: 8,000 URLs, a few MB
 
@@ -52,9 +52,9 @@ class FileStore:
     """Stores one file's URLs in the background; put() from the sink, close() at the end."""
 
     def __init__(
-        self, writer: UrlWriter, budget: Budget, file_id: int, depth: int = QUEUED_CHUNKS
+        self, writer: UrlWriter, budget: Budget, file: FileRow | int, depth: int = QUEUED_CHUNKS
     ) -> None:
-        self.writer, self.budget, self.file_id = writer, budget, file_id
+        self.writer, self.budget, self.file = writer, budget, file
         self.listed = 0  # URLs the file listed that count as kept (its url_count)
         self.unstorable: str | None = None  # a chunk the database would not take, even cleaned
         self._queue: asyncio.Queue[tuple[list[SitemapUrl], int] | None] = asyncio.Queue(depth)
@@ -142,7 +142,7 @@ class FileStore:
             if self.unstorable:
                 self.listed -= len(chunk)
                 return
-            await self.writer.store(self.file_id, chunk[:take], counted)
+            await self.writer.store(self.file, chunk[:take], counted)
         except UNSTORABLE as exc:  # this file fails; the scan goes on
             self.unstorable = f"URLs could not be stored: {describe(exc)}"
             self.listed -= len(chunk)

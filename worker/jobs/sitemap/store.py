@@ -1,9 +1,11 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
-Each write goes through the job's phase (JobContext.run_phase), so it commits together with
-the job's progress and only while this worker still owns the job. A URL is unique per job
-by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a
-crash adds nothing twice.
+Each write goes through the job's phase (JobContext.run_phase), so it commits only while this
+worker still owns the job. A file's row is written when there is something to write (with its
+first chunk of URLs, or whole at its end), so a small file costs one or two transactions and
+the well-known paths a site does not have cost one statement per scan, not two each. A URL
+is unique per job by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a
+job re-run after a crash adds nothing twice.
 """
 
 from __future__ import annotations
@@ -61,6 +63,41 @@ class FileOutcome:
     flag_only: bool = False  # `error` is a remark (e.g. over the spec's URL limit), not a failure
 
 
+@dataclass(slots=True)
+class FileRow:
+    """A sitemap file's row, written when there is something to write: in the transaction of
+    the file's first chunk of URLs (they reference it), or whole, in one statement, when the
+    file is done without having stored any (record_files). `id` is set once that commits."""
+
+    url: str
+    parent_id: int | None
+    parent_url: str | None
+    depth: int
+    source: str
+    id: int | None = None
+
+    @classmethod
+    def of(
+        cls, url: str, parent_id: int | None, parent_url: str | None, depth: int, source: str
+    ) -> FileRow:
+        return cls(storable(url), parent_id, _text(parent_url), depth, source)
+
+    async def open_in(self, conn: asyncpg.Connection, job_id: int) -> int:
+        """The row's id, inserting it (as 'not finished') in `conn`'s transaction if need be."""
+        if self.id is not None:
+            return self.id
+        file_id: int = await conn.fetchval(
+            q("upsert_sitemap_file"),
+            job_id,
+            self.url,
+            self.parent_id,
+            self.parent_url,
+            self.depth,
+            self.source,
+        )
+        return file_id
+
+
 async def open_file(
     ctx: JobContext,
     url: str,
@@ -69,43 +106,56 @@ async def open_file(
     depth: int,
     source: str,
 ) -> int:
-    url, parent_url = storable(url), _text(parent_url)
+    """A file's row on its own, before any URL: its id."""
+    row = FileRow.of(url, parent_id, parent_url, depth, source)
+    return await ctx.run_phase(lambda conn: row.open_in(conn, ctx.job.id))
 
-    async def upsert(conn: asyncpg.Connection) -> int:
-        return await conn.fetchval(
-            q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url, depth, source
-        )
 
-    return await ctx.run_phase(upsert)
+def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
+    """The file's final columns, final_url .. fetch_ms (finish_sitemap_file's $2..$14). Any
+    error but a remark (flag_only) makes it an `error`, URLs kept or not; every text is
+    cleaned first, so what a site sent cannot fail the write."""
+    error = _text(found.error if found.error is not None else fetched.error)
+    return (
+        _text(fetched.final_url),
+        found.kind,
+        "error" if error and not found.flag_only else "ok",
+        error,
+        found.url_count,
+        found.truncated,
+        fetched.status,
+        fetched.bytes_read,
+        found.bytes_uncompressed,
+        _text(fetched.content_type),
+        _text(fetched.etag),
+        _text(fetched.last_modified),
+        fetched.elapsed * 1000,
+    )
 
 
 async def finish_file(
-    ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome, progress: float
+    ctx: JobContext, file: FileRow, fetched: FetchResult, found: FileOutcome
 ) -> None:
-    """The file's final row. Any error but a remark (flag_only) makes it an `error`, URLs
-    kept or not; every text is cleaned first, so what a site sent cannot fail the write."""
-    error = _text(found.error if found.error is not None else fetched.error)
+    """The file's final row: an update of the row its URLs opened, or the whole row in one
+    statement when it stored none (then `file.id` is set)."""
+    facts = file_facts(fetched, found)
+    if file.id is not None:
+        file_id = file.id
+        await ctx.run_phase(lambda conn: conn.execute(q("finish_sitemap_file"), file_id, *facts))
+        return
+    [file.id] = await record_files(ctx, [(file, facts)])
 
-    async def finish(conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            q("finish_sitemap_file"),
-            file_id,
-            _text(fetched.final_url),
-            found.kind,
-            "error" if error and not found.flag_only else "ok",
-            error,
-            found.url_count,
-            found.truncated,
-            fetched.status,
-            fetched.bytes_read,
-            found.bytes_uncompressed,
-            _text(fetched.content_type),
-            _text(fetched.etag),
-            _text(fetched.last_modified),
-            fetched.elapsed * 1000,
-        )
 
-    await ctx.run_phase(finish, progress)
+async def record_files(ctx: JobContext, files: list[tuple[FileRow, tuple[Any, ...]]]) -> list[int]:
+    """Whole rows of files that stored no URL, in one statement and one phase (a scan's
+    well-known paths that answered 404 go together at its end). Their ids, in order."""
+    rows = [(f.url, f.parent_id, f.parent_url, f.depth, f.source, *facts) for f, facts in files]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+
+    async def record(conn: asyncpg.Connection) -> list[int]:
+        return [r["id"] for r in await conn.fetch(q("record_sitemap_files"), ctx.job.id, *columns)]
+
+    return await ctx.run_phase(record)
 
 
 async def stored_url_count(ctx: JobContext) -> int:
@@ -131,33 +181,40 @@ class UrlWriter:
         self.copying = stored_before == 0
 
     async def store(
-        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None = None
+        self,
+        file: int | FileRow,
+        urls: list[SitemapUrl],
+        counted: Callable[[int], None] | None = None,
     ) -> int:
         """Returns how many of `urls` were new for this job, and tells `counted` from inside
         the write's transaction, which runs to its end even if the caller is cancelled
-        meanwhile (the fetch deadline, a failed sibling): what is committed is counted."""
+        meanwhile (the fetch deadline, a failed sibling): what is committed is counted.
+        A FileRow not written yet is inserted in the same transaction, and its id set once
+        that commits."""
+        row = file if isinstance(file, FileRow) else FileRow("", None, None, 0, "", id=file)
         # In URL order: two files of the job writing the same URLs side by side then take
         # the index's row locks in the same order, and wait rather than deadlock. (Long
         # URLs are keyed by md5, in another order: a deadlock there is retried.)
         urls.sort(key=_by_loc)
         try:
-            return await self._store(file_id, urls, counted)
+            return await self._store(row, urls, counted)
         except UNSTORABLE:
             if not _clean(urls):
                 raise  # nothing to clean: the chunk is bad some other way
-        return await self._store(file_id, urls, counted)
+        return await self._store(row, urls, counted)
 
     async def _store(
-        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+        self, file: FileRow, urls: list[SitemapUrl], counted: Callable[[int], None] | None
     ) -> int:
         attempt = 1
         while True:
             try:
-                new = await self._copy(file_id, urls, counted) if self.copying else None
-                if new is None:
-                    new = await self.ctx.run_phase(
-                        lambda conn: self._insert(conn, file_id, urls, counted), durable=False
+                done = await self._copy(file, urls, counted) if self.copying else None
+                if done is None:
+                    done = await self.ctx.run_phase(
+                        lambda conn: self._insert(conn, file, urls, counted), durable=False
                     )
+                file.id, new = done  # committed: the row is there from now on
                 return new
             except asyncpg.DeadlockDetectedError:
                 self.copying = False  # the other side has committed its rows, or will
@@ -166,14 +223,18 @@ class UrlWriter:
                 attempt += 1
 
     async def _copy(
-        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
-    ) -> int | None:
-        """None when a URL was already there: nothing of the chunk was written."""
-        names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
+        self, file: FileRow, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+    ) -> tuple[int, int] | None:
+        """(file id, new URLs), or None when a URL was already there: nothing of the chunk
+        (nor the file's row, if this chunk was to insert it) was written."""
+        job_id = self.ctx.job.id
+        names, columns = _copy_columns(urls)
 
-        async def copy(conn: asyncpg.Connection) -> int:
+        async def copy(conn: asyncpg.Connection) -> tuple[int, int]:
+            file_id = await file.open_in(conn, job_id)
+            rows = list(zip(repeat(job_id), repeat(file_id), *columns, strict=False))
             await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
-            return await self._count(conn, file_id, len(urls), len(rows), counted)
+            return file_id, await self._count(conn, file_id, len(urls), len(rows), counted)
 
         try:
             return await self.ctx.run_phase(copy, durable=False)
@@ -184,14 +245,15 @@ class UrlWriter:
     async def _insert(
         self,
         conn: asyncpg.Connection,
-        file_id: int,
+        file: FileRow,
         urls: list[SitemapUrl],
         counted: Callable[[int], None] | None,
-    ) -> int:
+    ) -> tuple[int, int]:
+        file_id = await file.open_in(conn, self.ctx.job.id)
         new: int = await conn.fetchval(
             q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls)
         )
-        return await self._count(conn, file_id, len(urls), new, counted)
+        return file_id, await self._count(conn, file_id, len(urls), new, counted)
 
     async def _count(
         self,
@@ -213,18 +275,18 @@ class UrlWriter:
 _by_loc = attrgetter("loc")
 
 
-def _copy_rows(
-    job_id: int, file_id: int, urls: list[SitemapUrl]
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """COPY rows holding only the columns the chunk has a value in: the rest default to null,
-    and encoding fewer columns is a good part of the client's CPU time per row."""
+def _copy_columns(urls: list[SitemapUrl]) -> tuple[list[str], list[Iterable[Any]]]:
+    """COPY columns, job and file first, then only those the chunk has a value in: the rest
+    default to null, and encoding fewer columns is a good part of the client's CPU time per
+    row. The job and file ids are zipped in (repeat(), which stops with the loc column)
+    inside the write's transaction, where the file's row may be inserted first."""
     names = list(URL_COLUMNS[:2])
-    columns: list[Iterable[Any]] = [repeat(job_id), repeat(file_id)]
+    columns: list[Iterable[Any]] = []
     for name, column in zip(URL_COLUMNS[2:], _columns(urls), strict=True):
         if column is not None:
             names.append(name)
             columns.append(column)
-    return names, list(zip(*columns, strict=False))  # repeat() columns stop with the loc column
+    return names, columns
 
 
 def _columns(urls: list[SitemapUrl]) -> list[list[Any] | None]:
