@@ -28,6 +28,7 @@ from .store import (
     UrlWriter,
     file_facts,
     finish_file,
+    open_row,
     record_files,
     stored_url_count,
 )
@@ -184,6 +185,8 @@ async def _scan_file(
     pending: list[SitemapUrl] = []
     children: list[ChildSitemap] = []
     file = FileRow.of(item.url, item.parent_id, item.parent_url, item.depth, item.source)
+    if item.source != "well_known":  # listed: shown while it is read (a probe only if found)
+        await open_row(ctx, file)
     store = FileStore(writer, state, file)
 
     async def sink(chunk: bytes) -> bool:

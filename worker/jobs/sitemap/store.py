@@ -1,11 +1,11 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
 Each write goes through the job's phase (JobContext.run_phase), so it commits only while this
-worker still owns the job. A file's row is written when there is something to write (with its
-first chunk of URLs, or whole at its end), so a small file costs one or two transactions and
-the well-known paths a site does not have cost one statement per scan, not two each. A URL
-is unique per job by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a
-job re-run after a crash adds nothing twice.
+worker still owns the job. A well-known path's row is written only when there is something
+to write (before its first chunk of URLs, or whole at its end), so the paths a site does not
+have cost one statement per scan, not two each. A URL is unique per job by its text (URLs
+over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a crash adds nothing
+twice.
 """
 
 from __future__ import annotations
@@ -65,9 +65,11 @@ class FileOutcome:
 
 @dataclass(slots=True)
 class FileRow:
-    """A sitemap file's row, written when there is something to write: in the transaction of
-    the file's first chunk of URLs (they reference it), or whole, in one statement, when the
-    file is done without having stored any (record_files). `id` is set once that commits."""
+    """A sitemap file's row. A file listed by robots.txt or an index gets it before its fetch
+    (open_row); a well-known path only once there is something to write: before its first
+    chunk of URLs (they reference it), or whole, in one statement, when it is done without
+    any (record_files; the paths a site does not have, all in one at the end
+    of the scan). `id` is set once the row is committed."""
 
     url: str
     parent_id: int | None
@@ -83,9 +85,7 @@ class FileRow:
         return cls(storable(url), parent_id, _text(parent_url), depth, source)
 
     async def open_in(self, conn: asyncpg.Connection, job_id: int) -> int:
-        """The row's id, inserting it (as 'not finished') in `conn`'s transaction if need be."""
-        if self.id is not None:
-            return self.id
+        """Insert the row as 'not finished' (a re-run finds its old one): its id."""
         file_id: int = await conn.fetchval(
             q("upsert_sitemap_file"),
             job_id,
@@ -108,7 +108,15 @@ async def open_file(
 ) -> int:
     """A file's row on its own, before any URL: its id."""
     row = FileRow.of(url, parent_id, parent_url, depth, source)
-    return await ctx.run_phase(lambda conn: row.open_in(conn, ctx.job.id))
+    await open_row(ctx, row)
+    assert row.id is not None
+    return row.id
+
+
+async def open_row(ctx: JobContext, file: FileRow) -> None:
+    """Write the file's row now, as 'not finished', in a phase of its own (a listed file:
+    it shows among the job's files while it is read, and says so if the scan stops)."""
+    file.id = await ctx.run_phase(lambda conn: file.open_in(conn, ctx.job.id))
 
 
 def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
@@ -136,8 +144,8 @@ def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
 async def finish_file(
     ctx: JobContext, file: FileRow, fetched: FetchResult, found: FileOutcome
 ) -> None:
-    """The file's final row: an update of the row its URLs opened, or the whole row in one
-    statement when it stored none (then `file.id` is set)."""
+    """The file's final row: an update of its open row, or the whole row in one statement
+    when it has none yet (then `file.id` is set)."""
     facts = file_facts(fetched, found)
     if file.id is not None:
         file_id = file.id
@@ -181,40 +189,33 @@ class UrlWriter:
         self.copying = stored_before == 0
 
     async def store(
-        self,
-        file: int | FileRow,
-        urls: list[SitemapUrl],
-        counted: Callable[[int], None] | None = None,
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None = None
     ) -> int:
         """Returns how many of `urls` were new for this job, and tells `counted` from inside
         the write's transaction, which runs to its end even if the caller is cancelled
-        meanwhile (the fetch deadline, a failed sibling): what is committed is counted.
-        A FileRow not written yet is inserted in the same transaction, and its id set once
-        that commits."""
-        row = file if isinstance(file, FileRow) else FileRow("", None, None, 0, "", id=file)
+        meanwhile (the fetch deadline, a failed sibling): what is committed is counted."""
         # In URL order: two files of the job writing the same URLs side by side then take
         # the index's row locks in the same order, and wait rather than deadlock. (Long
         # URLs are keyed by md5, in another order: a deadlock there is retried.)
         urls.sort(key=_by_loc)
         try:
-            return await self._store(row, urls, counted)
+            return await self._store(file_id, urls, counted)
         except UNSTORABLE:
             if not _clean(urls):
                 raise  # nothing to clean: the chunk is bad some other way
-        return await self._store(row, urls, counted)
+        return await self._store(file_id, urls, counted)
 
     async def _store(
-        self, file: FileRow, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
     ) -> int:
         attempt = 1
         while True:
             try:
-                done = await self._copy(file, urls, counted) if self.copying else None
-                if done is None:
-                    done = await self.ctx.run_phase(
-                        lambda conn: self._insert(conn, file, urls, counted), durable=False
+                new = await self._copy(file_id, urls, counted) if self.copying else None
+                if new is None:
+                    new = await self.ctx.run_phase(
+                        lambda conn: self._insert(conn, file_id, urls, counted), durable=False
                     )
-                file.id, new = done  # committed: the row is there from now on
                 return new
             except asyncpg.DeadlockDetectedError:
                 self.copying = False  # the other side has committed its rows, or will
@@ -223,18 +224,14 @@ class UrlWriter:
                 attempt += 1
 
     async def _copy(
-        self, file: FileRow, urls: list[SitemapUrl], counted: Callable[[int], None] | None
-    ) -> tuple[int, int] | None:
-        """(file id, new URLs), or None when a URL was already there: nothing of the chunk
-        (nor the file's row, if this chunk was to insert it) was written."""
-        job_id = self.ctx.job.id
-        names, columns = _copy_columns(urls)
+        self, file_id: int, urls: list[SitemapUrl], counted: Callable[[int], None] | None
+    ) -> int | None:
+        """None when a URL was already there: nothing of the chunk was written."""
+        names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
 
-        async def copy(conn: asyncpg.Connection) -> tuple[int, int]:
-            file_id = await file.open_in(conn, job_id)
-            rows = list(zip(repeat(job_id), repeat(file_id), *columns, strict=False))
+        async def copy(conn: asyncpg.Connection) -> int:
             await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
-            return file_id, await self._count(conn, file_id, len(urls), len(rows), counted)
+            return await self._count(conn, file_id, len(urls), len(rows), counted)
 
         try:
             return await self.ctx.run_phase(copy, durable=False)
@@ -245,15 +242,14 @@ class UrlWriter:
     async def _insert(
         self,
         conn: asyncpg.Connection,
-        file: FileRow,
+        file_id: int,
         urls: list[SitemapUrl],
         counted: Callable[[int], None] | None,
-    ) -> tuple[int, int]:
-        file_id = await file.open_in(conn, self.ctx.job.id)
+    ) -> int:
         new: int = await conn.fetchval(
             q("insert_sitemap_urls"), self.ctx.job.id, file_id, *_columns(urls)
         )
-        return file_id, await self._count(conn, file_id, len(urls), new, counted)
+        return await self._count(conn, file_id, len(urls), new, counted)
 
     async def _count(
         self,
@@ -275,18 +271,18 @@ class UrlWriter:
 _by_loc = attrgetter("loc")
 
 
-def _copy_columns(urls: list[SitemapUrl]) -> tuple[list[str], list[Iterable[Any]]]:
-    """COPY columns, job and file first, then only those the chunk has a value in: the rest
-    default to null, and encoding fewer columns is a good part of the client's CPU time per
-    row. The job and file ids are zipped in (repeat(), which stops with the loc column)
-    inside the write's transaction, where the file's row may be inserted first."""
+def _copy_rows(
+    job_id: int, file_id: int, urls: list[SitemapUrl]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """COPY rows holding only the columns the chunk has a value in: the rest default to null,
+    and encoding fewer columns is a good part of the client's CPU time per row."""
     names = list(URL_COLUMNS[:2])
-    columns: list[Iterable[Any]] = []
+    columns: list[Iterable[Any]] = [repeat(job_id), repeat(file_id)]
     for name, column in zip(URL_COLUMNS[2:], _columns(urls), strict=True):
         if column is not None:
             names.append(name)
             columns.append(column)
-    return names, columns
+    return names, list(zip(*columns, strict=False))  # repeat() columns stop with the loc column
 
 
 def _columns(urls: list[SitemapUrl]) -> list[list[Any] | None]:
