@@ -9,8 +9,9 @@ path answers 404 (so each scan also probes the well-known paths, as the peer doe
 Ours: a private embedded PostgreSQL (fsync off, pg_stat_statements loaded), N `sitemap_scan`
 rows in one INSERT, `--workers` real `sitemap-worker run` processes already idle and
 listening; sites/s = N / (last finished_at - the INSERT's commit), by the database's clock.
-Printed with it: URLs stored, jobs completed, the workers' peak RSS, PostgreSQL's CPU per site
-(user + system of the postmaster, its live children and the ones it reaped, from /proc),
+Printed with it: URLs stored, jobs completed, the workers' peak RSS, CPU per site of
+PostgreSQL (user + system of the postmaster, its live children and the ones it reaped, from
+/proc), of the worker processes and of the sites' server,
 transactions per site (pg_stat_database.xact_commit) and statements per site
 (pg_stat_statements, top-level), with the costliest statements.
 
@@ -142,6 +143,12 @@ def postgres_cpu(postmaster: int) -> float:
     return ticks / TICKS
 
 
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) a live process has used so far."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 
@@ -150,7 +157,7 @@ def postmaster_pid(data_dir: Path) -> int:
 
 
 async def run_ours(
-    dsn: str, data_dir: Path, sites: list[str], workers: int, concurrency: int
+    dsn: str, data_dir: Path, sites: list[str], workers: int, concurrency: int, server: int
 ) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
@@ -174,6 +181,8 @@ async def run_ours(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
             )
             cpu = postgres_cpu(pid)
+            worker_cpu = sum(process_cpu(p.proc.pid) for p in procs)
+            server_cpu = process_cpu(server)
             inserted = await conn.fetchval(
                 "INSERT INTO jobs (job_type, payload) SELECT 'sitemap_scan', "
                 "json_build_object('domain', d)::jsonb FROM unnest($1::text[]) AS d "
@@ -188,6 +197,8 @@ async def run_ours(
                     break
                 await asyncio.sleep(0.05)
             cpu = postgres_cpu(pid) - cpu
+            worker_cpu = sum(process_cpu(p.proc.pid) for p in procs) - worker_cpu
+            server_cpu = process_cpu(server) - server_cpu
             xacts = (
                 await conn.fetchval(
                     "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
@@ -220,6 +231,8 @@ async def run_ours(
         "files": files,
         "peak_rss": [int(m.group(1)) if m else None for m in peaks],
         "pg_cpu": cpu,
+        "worker_cpu": worker_cpu,
+        "server_cpu": server_cpu,
         "xacts": xacts,
         "statements": statements,
     }
@@ -266,7 +279,9 @@ async def bench(args: argparse.Namespace) -> int:
                 conn = await asyncpg.connect(dsn)
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 await conn.close()
-                ours = await run_ours(dsn, pg.data_dir, sites, args.workers, args.concurrency)
+                ours = await run_ours(
+                    dsn, pg.data_dir, sites, args.workers, args.concurrency, server.pid
+                )
             finally:
                 pg.stop()
         peer = await asyncio.to_thread(run_peer, sites, args.peer_threads) if args.peer else None
@@ -296,6 +311,12 @@ def report(args: argparse.Namespace, ours: dict[str, Any], peer: dict[str, Any] 
         f"       PostgreSQL CPU {ours['pg_cpu']:.1f} s = {ours['pg_cpu'] / n * 1000:.1f} ms/site; "
         f"{ours['xacts'] / n:.1f} transactions/site; {calls / n:.1f} statements/site "
         f"(pg_stat_statements, top level)"
+    )
+    print(
+        f"       CPU per site: PostgreSQL {ours['pg_cpu'] / n * 1000:.1f} ms, worker process(es) "
+        f"{ours['worker_cpu'] / n * 1000:.1f} ms, the sites' server "
+        f"{ours['server_cpu'] / n * 1000:.1f} ms; load average at the end "
+        f"{os.getloadavg()[0]:.2f}"
     )
     for row in ours["statements"][: args.top]:
         print(
