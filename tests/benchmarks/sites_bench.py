@@ -189,7 +189,9 @@ async def run_ours(
                 "RETURNING now()",
                 sites,
             )
+            polls = 0
             while True:
+                polls += 1
                 ended = await conn.fetchval(
                     "SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')"
                 )
@@ -204,7 +206,8 @@ async def run_ours(
                     "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
                 )
                 - xacts
-                - 1  # the poll's own last one
+                - polls  # the poll's own, one each
+                - 2  # the INSERT, and this very statement
             )
             last = await conn.fetchval("SELECT max(finished_at) FROM jobs")
             statements = await conn.fetch(
