@@ -15,10 +15,11 @@ SELECT * FROM sitemap_worker_claim($1, $2, $3, $4::bigint[]);
 -- $1 owner, $2 ids, $3 lease in seconds.
 SELECT sitemap_worker_renew AS id FROM sitemap_worker_renew($1, $2::bigint[], $3);
 
--- name: record_progress :val
--- In the same transaction as the phase's rows it counts; null: the job is not ours.
--- $1 id, $2 owner, $3 progress (null keeps it), $4 lease in seconds.
-SELECT sitemap_worker_renew_with_progress($1, $2, $3::real, $4);
+-- name: guard_phase :val
+-- The end of every phase, in its transaction; null: the job is not ours (cancelled or
+-- taken over) and the phase rolls back. Renews no lease (the heartbeat does).
+-- $1 id, $2 owner, $3 progress (null: only share-lock the row until the commit).
+SELECT sitemap_worker_guard_phase($1, $2, $3::real);
 
 -- name: complete_jobs :many
 -- Several jobs' final status in one statement. $1 owner, $2 ids, $3 results (json text).
@@ -98,7 +99,8 @@ SELECT j.id, j.job_type, j.status, j.progress, j.attempts, j.error,
  ORDER BY j.id;
 
 -- name: upsert_sitemap_file :val
--- The file's row before its URLs (they reference it); a retried job finds its old row.
+-- The file's row, in the transaction of its first chunk of URLs (they reference it); a
+-- retried job finds its old row.
 -- It reads 'error' until finish_sitemap_file says how the fetch went, so a scan that
 -- stops on the way leaves no row claiming 'ok'. A re-run reads the file from the start,
 -- so its URL count starts again from zero.
@@ -107,6 +109,38 @@ INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, st
 VALUES ($1, $2, $3, $4, $5, $6, 'error', 'not finished: the scan stopped before this file was done')
 ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now(), url_count = 0
 RETURNING id;
+
+-- name: record_sitemap_files :many
+-- Files that stored no URL, each row written whole in one statement: one fetched without
+-- a row yet (an index, an error, an empty file), or the well-known paths that answered 404
+-- or 410, all of a scan's at once at its end. A re-run finds its old rows and overwrites
+-- them. Returns the ids in the order given (an index's id is its children's parent_id).
+-- $1 job, then one array per column: $2 url, $3 parent id, $4 parent url, $5 depth,
+-- $6 source, $7 final url, $8 kind, $9 status, $10 error, $11 url_count, $12 truncated,
+-- $13 http status, $14 bytes, $15 bytes uncompressed, $16 content type, $17 etag,
+-- $18 last modified, $19 fetch ms.
+INSERT INTO sitemap_files AS s (job_id, url, parent_id, parent_url, depth, source, final_url,
+                                kind, status, error, url_count, truncated, http_status, bytes,
+                                bytes_uncompressed, content_type, etag, last_modified, fetch_ms)
+SELECT $1, f.url, f.parent_id, f.parent_url, f.depth, f.source, f.final_url, f.kind, f.status,
+       f.error, f.url_count, f.truncated, f.http_status, f.bytes, f.bytes_uncompressed,
+       f.content_type, f.etag, f.last_modified, f.fetch_ms
+  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::text[],
+              $8::text[], $9::text[], $10::text[], $11::integer[], $12::boolean[],
+              $13::integer[], $14::bigint[], $15::bigint[], $16::text[], $17::text[],
+              $18::text[], $19::real[]) WITH ORDINALITY
+       AS f (url, parent_id, parent_url, depth, source, final_url, kind, status, error,
+             url_count, truncated, http_status, bytes, bytes_uncompressed, content_type, etag,
+             last_modified, fetch_ms, n)
+ ORDER BY f.n
+ON CONFLICT (job_id, md5(url)) DO UPDATE
+   SET final_url = EXCLUDED.final_url, kind = EXCLUDED.kind, status = EXCLUDED.status,
+       error = EXCLUDED.error, url_count = EXCLUDED.url_count, truncated = EXCLUDED.truncated,
+       http_status = EXCLUDED.http_status, bytes = EXCLUDED.bytes,
+       bytes_uncompressed = EXCLUDED.bytes_uncompressed, content_type = EXCLUDED.content_type,
+       etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified,
+       fetch_ms = EXCLUDED.fetch_ms, fetched_at = now()
+RETURNING s.id;
 
 -- name: count_file_urls :exec
 -- A chunk's URLs, counted on their file row in the chunk's own transaction, so that

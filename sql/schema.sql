@@ -44,10 +44,12 @@
 --               on children. sitemap_worker_detach keeps a fanned-out batch processing
 --               with no owner and no lease; sitemap_worker_count_children re-opens a
 --               completed batch when one of its children goes back. While a job runs,
---               sitemap_worker_renew (every job of a worker) and, at the end of each phase,
---               sitemap_worker_renew_with_progress (one job, with its progress) extend the
---               lease of the owner's jobs only, and so tell it which jobs are still its own
---               (sitemap_worker_progress is the old name, kept for older workers).
+--               sitemap_worker_renew (every job of a worker) extends the lease of the
+--               owner's jobs only, and so tells it which jobs are still its own; at the end
+--               of each phase sitemap_worker_guard_phase (one job, with its progress when
+--               due) checks the same without renewing (migration 0012;
+--               sitemap_worker_renew_with_progress and its old name sitemap_worker_progress
+--               renewed too, and are kept for older workers).
 --   completed   entered by sitemap_worker_complete (the handler returned; result holds its
 --               summary) and by sitemap_worker_finish_batch (a batch's last child ended;
 --               called by sitemap_worker_count_children and sitemap_worker_detach).
@@ -296,9 +298,33 @@ BEGIN
                              FOR UPDATE SKIP LOCKED));
 END $$;
 
--- The end of every phase: sitemap_worker_renew for one job, which also records the phase's
--- progress (null keeps it), in the same transaction as the rows it counts. Returns null
--- when the job is no longer this worker's (cancelled or taken over): the phase rolls back.
+-- The end of every phase (migration 0012): returns null when the job is no longer this
+-- worker's (cancelled or taken over), and the phase rolls back. It renews nothing (the
+-- heartbeat does) and writes nothing unless progress is given: the row is share-locked
+-- until the phase commits, so a cancel or a take-over waits for the phase instead of
+-- slipping in between check and commit. Progress (about once a second per job, by the
+-- worker's cadence) updates `progress` alone: no indexed column, so a HOT update.
+CREATE FUNCTION sitemap_worker_guard_phase(p_id bigint, p_owner text, p_progress real)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    held bigint;
+BEGIN
+    IF p_progress IS NULL THEN
+        SELECT id INTO held FROM jobs
+         WHERE id = p_id AND owner = p_owner AND status = 'processing'
+           FOR SHARE;
+    ELSE
+        UPDATE jobs SET progress = p_progress
+         WHERE id = p_id AND owner = p_owner AND status = 'processing'
+        RETURNING id INTO held;
+    END IF;
+    RETURN held;
+END $$;
+
+-- The end of every phase before migration 0012: sitemap_worker_renew for one job, which
+-- also records the phase's progress (null keeps it). Kept only for workers of an older
+-- version still running during an upgrade; this version never calls it.
 CREATE FUNCTION sitemap_worker_renew_with_progress(p_id bigint, p_owner text,
                                                    p_progress real,
                                                    p_lease_seconds double precision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,12 @@ from .settings import Settings
 from .sql import q
 
 T = TypeVar("T")
+
+# Seconds between two progress writes of one job. Each is an UPDATE of the job row that
+# fires its statement triggers; a phase every few milliseconds (a small site's files, a big
+# one's chunks) writing its progress each time was most of the server's work on many small
+# sites (issue 21). Progress noted meanwhile rides on the first phase after the interval.
+PROGRESS_EVERY = 1.0
 
 
 class Detach:
@@ -76,6 +83,8 @@ class JobContext:
         self.settings = settings
         self._stopping = stopping
         self._resources = resources if resources is not None else {}
+        self._progress: float | None = None  # noted, not yet written
+        self._progress_at = time.monotonic()  # the last write, or the job's start
 
     def resource(self, name: str, factory: Callable[[], Any]) -> Any:
         """A per-worker object shared by its jobs (the HTTP session), made on first use
@@ -93,6 +102,21 @@ class JobContext:
         if self._stopping.is_set():
             raise ShuttingDown("worker shutting down")
 
+    def note_progress(self, progress: float) -> None:
+        """Progress to show (0..1): a later phase writes it, at most once per
+        PROGRESS_EVERY per job; the job's final status sets 1 anyway."""
+        self._progress = progress
+
+    def _due_progress(self, explicit: float | None) -> float | None:
+        """What this phase writes: progress given to it, else noted progress once due."""
+        if explicit is not None:
+            return explicit
+        if self._progress is None or time.monotonic() - self._progress_at < PROGRESS_EVERY:
+            return None
+        due, self._progress = self._progress, None
+        self._progress_at = time.monotonic()  # taken now: phases side by side write it once
+        return due
+
     async def run_phase(
         self,
         work: Callable[[asyncpg.Connection], Awaitable[T]],
@@ -101,9 +125,11 @@ class JobContext:
         durable: bool = True,
     ) -> T:
         """`work(conn)` as one phase: one short transaction on a pooled connection whose
-        writes commit together with the job's progress and a renewed lease, and only while
-        this worker still owns the job: if it was cancelled or taken over, everything rolls
-        back and JobLost stops the work.
+        writes commit only while this worker still owns the job: if it was cancelled or
+        taken over, everything rolls back and JobLost stops the work. The check share-locks
+        the job row until the commit, so a cancel or a take-over waits for the phase; it
+        renews no lease (the heartbeat does) and writes the row only for progress: the
+        `progress` given, or what note_progress left once PROGRESS_EVERY has passed.
 
         The phase runs to its end even when the job's task is cancelled meanwhile (a failed
         sibling, a cancelled job, the shutdown deadline): no statement is interrupted, so no
@@ -114,10 +140,11 @@ class JobContext:
         would redo anyway (see connections.transaction): the job's final status is always
         durable, and its flush carries every earlier commit with it."""
         self.check()
+        due = self._due_progress(progress)
 
         async def guarded(conn: asyncpg.Connection) -> T:
             result = await work(conn)
-            await self._still_ours(conn, progress)
+            await self._still_ours(conn, due)
             return result
 
         return await connections.pooled_transaction_to_end(
@@ -125,13 +152,7 @@ class JobContext:
         )
 
     async def _still_ours(self, conn: asyncpg.Connection, progress: float | None) -> None:
-        owned = await conn.fetchval(
-            q("record_progress"),
-            self.job.id,
-            self.owner,
-            progress,
-            self.settings.lease.total_seconds(),
-        )
+        owned = await conn.fetchval(q("guard_phase"), self.job.id, self.owner, progress)
         if owned is None:
             raise JobLost(f"job {self.job.id} was cancelled or lost its lease")
 

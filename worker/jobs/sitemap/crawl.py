@@ -24,9 +24,12 @@ from .pipeline import FileStore
 from .store import (
     CHUNK,
     FileOutcome,
+    FileRow,
     UrlWriter,
+    file_facts,
     finish_file,
-    open_file,
+    open_row,
+    record_files,
     stored_url_count,
 )
 
@@ -55,6 +58,7 @@ class ScanState:
     files: int = 0
     errors: int = 0
     missing: int = 0  # well-known paths that are simply not there
+    missing_rows: list[tuple[FileRow, tuple[Any, ...]]] = field(default_factory=list)
     ok: int = 0
     transient: int = 0  # errors a later try may not meet (timeouts, refused, 429, 5xx)
     first_error: str | None = None
@@ -103,6 +107,8 @@ async def scan_site(
         f"; {state.urls:,} URL(s) kept from an earlier attempt" if state.urls else "",
     )
     await _walk(ctx, fetcher, writer, state, queue)
+    if state.missing_rows:  # their rows, all in one statement
+        await record_files(ctx, state.missing_rows)
     log.info(
         "scanned %s: %d sitemap file(s), %d URL(s) stored, %d error(s) in %.1f s",
         origin,
@@ -178,10 +184,10 @@ async def _scan_file(
     parser = SitemapParser(item.url, max_urls=max(state.max_urls - state.urls, 1))
     pending: list[SitemapUrl] = []
     children: list[ChildSitemap] = []
-    file_id = await open_file(
-        ctx, item.url, item.parent_id, item.parent_url, item.depth, item.source
-    )
-    store = FileStore(writer, state, file_id)
+    file = FileRow.of(item.url, item.parent_id, item.parent_url, item.depth, item.source)
+    if item.source != "well_known":  # listed: shown while it is read (a probe only if found)
+        await open_row(ctx, file)
+    store = FileStore(writer, state, file)
 
     async def sink(chunk: bytes) -> bool:
         nonlocal pending
@@ -224,11 +230,15 @@ async def _scan_file(
     )
     _count(state, item, fetched, outcome, transient=fetched.transient and unstorable is None)
     state.files += 1
-    await finish_file(ctx, file_id, fetched, outcome, min(0.99, state.files / max(state.known, 1)))
+    ctx.note_progress(min(0.99, state.files / max(state.known, 1)))
+    if _missing(item, fetched) and file.id is None and not children:
+        state.missing_rows.append((file, file_facts(fetched, outcome)))  # written at the end
+        return []
+    await finish_file(ctx, file, fetched, outcome)
     if item.depth + 1 > MAX_DEPTH:
         return []
     return [
-        Pending(c.loc, file_id, item.url, item.depth + 1, "index")
+        Pending(c.loc, file.id, item.url, item.depth + 1, "index")
         for c in children
         if c.loc not in state.visited
     ]
@@ -289,6 +299,11 @@ def _file_error(
     return f"{parser.error}; {kept}" if listed or children else parser.error
 
 
+def _missing(item: Pending, fetched: FetchResult) -> bool:
+    """A well-known path the site simply does not have."""
+    return item.source == "well_known" and fetched.status in (404, 410)
+
+
 def _count(
     state: ScanState, item: Pending, fetched: FetchResult, outcome: FileOutcome, *, transient: bool
 ) -> None:
@@ -297,7 +312,7 @@ def _count(
     if outcome.kind:
         state.kinds[outcome.kind] += 1
     if outcome.error and not outcome.flag_only:
-        if item.source == "well_known" and fetched.status in (404, 410):
+        if _missing(item, fetched):
             state.missing += 1
         else:
             state.errors += 1

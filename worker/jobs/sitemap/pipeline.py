@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar
 from ...errors import describe
 from ...scan.fetch import deadline_paused
 from ...scan.model import SitemapUrl
-from .store import CHUNK, UNSTORABLE, UrlWriter
+from .store import CHUNK, UNSTORABLE, FileRow, UrlWriter, open_row
 
 QUEUED_CHUNKS = 4  # chunks waiting for storage, per file: 8,000 URLs, a few MB
 
@@ -52,9 +52,9 @@ class FileStore:
     """Stores one file's URLs in the background; put() from the sink, close() at the end."""
 
     def __init__(
-        self, writer: UrlWriter, budget: Budget, file_id: int, depth: int = QUEUED_CHUNKS
+        self, writer: UrlWriter, budget: Budget, file: FileRow | int, depth: int = QUEUED_CHUNKS
     ) -> None:
-        self.writer, self.budget, self.file_id = writer, budget, file_id
+        self.writer, self.budget, self.file = writer, budget, file
         self.listed = 0  # URLs the file listed that count as kept (its url_count)
         self.unstorable: str | None = None  # a chunk the database would not take, even cleaned
         self._queue: asyncio.Queue[tuple[list[SitemapUrl], int] | None] = asyncio.Queue(depth)
@@ -130,6 +130,17 @@ class FileStore:
                 self._queue.task_done()
         self._queue.task_done()
 
+    async def _file_id(self) -> int:
+        """The file's row id; a well-known path that turned out to be there gets its row
+        now, before its URLs (they reference it; a write that fails leaves it saying
+        'not finished')."""
+        if isinstance(self.file, int):
+            return self.file
+        if self.file.id is None:
+            await open_row(self.writer.ctx, self.file)
+        assert self.file.id is not None
+        return self.file.id
+
     async def _store(self, chunk: list[SitemapUrl], take: int) -> None:
         settled = False
 
@@ -142,7 +153,7 @@ class FileStore:
             if self.unstorable:
                 self.listed -= len(chunk)
                 return
-            await self.writer.store(self.file_id, chunk[:take], counted)
+            await self.writer.store(await self._file_id(), chunk[:take], counted)
         except UNSTORABLE as exc:  # this file fails; the scan goes on
             self.unstorable = f"URLs could not be stored: {describe(exc)}"
             self.listed -= len(chunk)

@@ -1,9 +1,11 @@
 """Writes what a scan found, in short per-chunk transactions on the pooled connections.
 
-Each write goes through the job's phase (JobContext.run_phase), so it commits together with
-the job's progress and only while this worker still owns the job. A URL is unique per job
-by its text (URLs over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a
-crash adds nothing twice.
+Each write goes through the job's phase (JobContext.run_phase), so it commits only while this
+worker still owns the job. A well-known path's row is written only when there is something
+to write (before its first chunk of URLs, or whole at its end), so the paths a site does not
+have cost one statement per scan, not two each. A URL is unique per job by its text (URLs
+over 2,000 bytes by md5 of it: migration 0007), so a job re-run after a crash adds nothing
+twice.
 """
 
 from __future__ import annotations
@@ -61,6 +63,41 @@ class FileOutcome:
     flag_only: bool = False  # `error` is a remark (e.g. over the spec's URL limit), not a failure
 
 
+@dataclass(slots=True)
+class FileRow:
+    """A sitemap file's row. A file listed by robots.txt or an index gets it before its fetch
+    (open_row); a well-known path only once there is something to write: before its first
+    chunk of URLs (they reference it), or whole, in one statement, when it is done without
+    any (record_files; the paths a site does not have, all in one at the end
+    of the scan). `id` is set once the row is committed."""
+
+    url: str
+    parent_id: int | None
+    parent_url: str | None
+    depth: int
+    source: str
+    id: int | None = None
+
+    @classmethod
+    def of(
+        cls, url: str, parent_id: int | None, parent_url: str | None, depth: int, source: str
+    ) -> FileRow:
+        return cls(storable(url), parent_id, _text(parent_url), depth, source)
+
+    async def open_in(self, conn: asyncpg.Connection, job_id: int) -> int:
+        """Insert the row as 'not finished' (a re-run finds its old one): its id."""
+        file_id: int = await conn.fetchval(
+            q("upsert_sitemap_file"),
+            job_id,
+            self.url,
+            self.parent_id,
+            self.parent_url,
+            self.depth,
+            self.source,
+        )
+        return file_id
+
+
 async def open_file(
     ctx: JobContext,
     url: str,
@@ -69,43 +106,64 @@ async def open_file(
     depth: int,
     source: str,
 ) -> int:
-    url, parent_url = storable(url), _text(parent_url)
+    """A file's row on its own, before any URL: its id."""
+    row = FileRow.of(url, parent_id, parent_url, depth, source)
+    await open_row(ctx, row)
+    assert row.id is not None
+    return row.id
 
-    async def upsert(conn: asyncpg.Connection) -> int:
-        return await conn.fetchval(
-            q("upsert_sitemap_file"), ctx.job.id, url, parent_id, parent_url, depth, source
-        )
 
-    return await ctx.run_phase(upsert)
+async def open_row(ctx: JobContext, file: FileRow) -> None:
+    """Write the file's row now, as 'not finished', in a phase of its own (a listed file:
+    it shows among the job's files while it is read, and says so if the scan stops)."""
+    file.id = await ctx.run_phase(lambda conn: file.open_in(conn, ctx.job.id))
+
+
+def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
+    """The file's final columns, final_url .. fetch_ms (finish_sitemap_file's $2..$14). Any
+    error but a remark (flag_only) makes it an `error`, URLs kept or not; every text is
+    cleaned first, so what a site sent cannot fail the write."""
+    error = _text(found.error if found.error is not None else fetched.error)
+    return (
+        _text(fetched.final_url),
+        found.kind,
+        "error" if error and not found.flag_only else "ok",
+        error,
+        found.url_count,
+        found.truncated,
+        fetched.status,
+        fetched.bytes_read,
+        found.bytes_uncompressed,
+        _text(fetched.content_type),
+        _text(fetched.etag),
+        _text(fetched.last_modified),
+        fetched.elapsed * 1000,
+    )
 
 
 async def finish_file(
-    ctx: JobContext, file_id: int, fetched: FetchResult, found: FileOutcome, progress: float
+    ctx: JobContext, file: FileRow, fetched: FetchResult, found: FileOutcome
 ) -> None:
-    """The file's final row. Any error but a remark (flag_only) makes it an `error`, URLs
-    kept or not; every text is cleaned first, so what a site sent cannot fail the write."""
-    error = _text(found.error if found.error is not None else fetched.error)
+    """The file's final row: an update of its open row, or the whole row in one statement
+    when it has none yet (then `file.id` is set)."""
+    facts = file_facts(fetched, found)
+    if file.id is not None:
+        file_id = file.id
+        await ctx.run_phase(lambda conn: conn.execute(q("finish_sitemap_file"), file_id, *facts))
+        return
+    [file.id] = await record_files(ctx, [(file, facts)])
 
-    async def finish(conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            q("finish_sitemap_file"),
-            file_id,
-            _text(fetched.final_url),
-            found.kind,
-            "error" if error and not found.flag_only else "ok",
-            error,
-            found.url_count,
-            found.truncated,
-            fetched.status,
-            fetched.bytes_read,
-            found.bytes_uncompressed,
-            _text(fetched.content_type),
-            _text(fetched.etag),
-            _text(fetched.last_modified),
-            fetched.elapsed * 1000,
-        )
 
-    await ctx.run_phase(finish, progress)
+async def record_files(ctx: JobContext, files: list[tuple[FileRow, tuple[Any, ...]]]) -> list[int]:
+    """Whole rows of files that stored no URL, in one statement and one phase (a scan's
+    well-known paths that answered 404 go together at its end). Their ids, in order."""
+    rows = [(f.url, f.parent_id, f.parent_url, f.depth, f.source, *facts) for f, facts in files]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+
+    async def record(conn: asyncpg.Connection) -> list[int]:
+        return [r["id"] for r in await conn.fetch(q("record_sitemap_files"), ctx.job.id, *columns)]
+
+    return await ctx.run_phase(record)
 
 
 async def stored_url_count(ctx: JobContext) -> int:
