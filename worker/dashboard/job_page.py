@@ -69,7 +69,7 @@ async def job_page(request: web.Request) -> web.Response:
     if job["job_type"] == "sitemap_scan":
         parts += [
             _exports(job_id),
-            tag("h2", f"Sitemap files ({len(files):,}{'+' if len(files) == MAX_FILES else ''})"),
+            tag("h2", "Sitemap files"),
             sitemap_tree(files),
             tag("h2", f"First {FIRST_URLS} URLs"),
             _urls(urls),

@@ -13,17 +13,34 @@ from .layout import number, status_badge
 MAX_NESTING = 12  # deeper than the scanner goes (it stops at its own depth limit)
 
 
-def sitemap_tree(files: list[asyncpg.Record]) -> Safe:
-    if not files:
+def is_missing(f: asyncpg.Record) -> bool:
+    """A well-known path the site simply does not have (the scan does not count it as an
+    error either): listed apart, so the tree shows what the site publishes."""
+    return f["source"] == "well_known" and f["status"] == "error" and f["http_status"] in (404, 410)
+
+
+def sitemap_tree(all_files: list[asyncpg.Record]) -> Safe:
+    if not all_files:
         return tag("p", "No sitemap file fetched yet.", class_="note")
+    files = [f for f in all_files if not is_missing(f)]
+    missing = [f for f in all_files if is_missing(f)]
     ids = {f["id"] for f in files}
     children: dict[int | None, list[asyncpg.Record]] = defaultdict(list)
     for f in files:
         parent = f["parent_id"] if f["parent_id"] in ids else None
         children[parent].append(f)
-    return fill(
+    tree = fill(
         '<ul class="tree" id="sitemap-tree">{items}</ul>',
         items=join(_node(f, children, 0) for f in children[None]),
+    )
+    if not missing:
+        return tree
+    return fill(
+        '{tree}<details class="note" id="well-known-missing"><summary>{n} well-known path(s) '
+        "not there (404/410)</summary><ul>{items}</ul></details>",
+        tree=tree,
+        n=len(missing),
+        items=join(tag("li", f["url"]) for f in missing),
     )
 
 
