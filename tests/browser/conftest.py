@@ -53,24 +53,17 @@ def browser_missing() -> bool:
     return not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One skip reason for every browser test when the tools are missing; where the browser
-    is required (CI, or SITEMAP_WORKER_REQUIRE_BROWSER=1) the tests fail instead."""
-    if not browser_missing():
-        return
-    required = bool(os.environ.get(REQUIRE_ENV) or os.environ.get("CI"))
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            if required:
-                item.add_marker(pytest.mark.usefixtures("_browser_required"))
-            else:
-                item.add_marker(pytest.mark.skip(reason=MISSING))
+def browser_required() -> bool:
+    """CI must run the browser tests: there missing tools fail instead of skipping."""
+    return bool(os.environ.get(REQUIRE_ENV) or os.environ.get("CI"))
 
 
-@pytest.fixture
-def _browser_required() -> None:
-    pytest.fail(f"{MISSING}, and {REQUIRE_ENV} or CI requires them")
+def require_browser() -> None:
+    """Skip the calling test when the browser tools are absent (fail where required)."""
+    if browser_missing():
+        if browser_required():
+            pytest.fail(f"{MISSING}, and {REQUIRE_ENV} or CI requires them")
+        pytest.skip(MISSING)
 
 
 class ServerThread:
@@ -115,8 +108,7 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(direct_dsn: str) -> Iterator[LiveServer]:
-    if browser_missing():
-        pytest.skip(MISSING)  # no server for a test that cannot run anyway
+    require_browser()  # no server for a test that cannot run anyway
     thread = ServerThread()
     settings = Settings(
         database_url=direct_dsn,
@@ -167,6 +159,7 @@ def live_server(direct_dsn: str) -> Iterator[LiveServer]:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     """A fresh headless Chromium; nothing of it is downloaded (SE_OFFLINE)."""
+    require_browser()
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

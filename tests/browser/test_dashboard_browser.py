@@ -211,3 +211,22 @@ def test_log_in_with_a_key_and_be_refused_another_tenants_job(
     wait(browser, lambda d: "read-only" in text_of(d, ".who"))
     browser.get(live_server.url(f"/jobs/{ids['acme']}"))
     assert not by_css(browser, "#retry-button").is_enabled()
+
+
+def test_the_jobs_list_follows_status_changes_from_the_event_stream(
+    live_server: LiveServer, browser: Any
+) -> None:
+    """A change made elsewhere (here: psql-style SQL) reaches an open /jobs page through
+    GET /api/v3/events, without a reload and without polling."""
+    (row,) = live_server.sql(
+        "INSERT INTO jobs (job_type, payload, run_at) "
+        "VALUES ('noop', '{}', now() + interval '1 hour') RETURNING id"
+    )
+    job_id = row["id"]
+    browser.get(live_server.url("/jobs"))
+    cell = f'tr[data-job="{job_id}"] td[data-status]'
+    wait(browser, lambda d: text_of(d, cell) == "pending")
+    browser.execute_script("window.__notReloaded = true")
+    live_server.sql("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
+    wait(browser, lambda d: text_of(d, cell) == "cancelled")
+    assert browser.execute_script("return window.__notReloaded === true"), "the page reloaded"
