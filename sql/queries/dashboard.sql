@@ -5,18 +5,32 @@
 -- above the cap the page shows the planner's estimate (dash_status_estimates) or "cap+".
 
 -- name: dash_status_counts :many
--- Jobs per status, each count stopping at $2 (an index range scan of at most $2 entries).
+-- Jobs per status, each count stopping at $2 (an index range scan of at most $2 entries:
+-- each branch names its status as a constant, so the planner picks that status's index).
 -- Pending is split into queued (runnable now) and scheduled (run_at in the future).
-SELECT s.state,
-       (SELECT count(*) FROM (
-            SELECT 1 FROM jobs j
-             WHERE j.status = s.status AND ($1::text IS NULL OR j.tenant_id = $1)
-               AND (s.state <> 'queued' OR j.run_at <= now())
-               AND (s.state <> 'scheduled' OR j.run_at > now())
-             LIMIT $2) capped) AS n
-  FROM (VALUES ('queued', 'pending'), ('scheduled', 'pending'), ('processing', 'processing'),
-               ('completed', 'completed'), ('failed', 'failed'), ('cancelled', 'cancelled'))
-       AS s(state, status);
+SELECT 'queued' AS state, count(*) AS n FROM (
+    SELECT 1 FROM jobs WHERE status = 'pending' AND run_at <= now()
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c
+UNION ALL
+SELECT 'scheduled', count(*) FROM (
+    SELECT 1 FROM jobs WHERE status = 'pending' AND run_at > now()
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c
+UNION ALL
+SELECT 'processing', count(*) FROM (
+    SELECT 1 FROM jobs WHERE status = 'processing'
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c
+UNION ALL
+SELECT 'completed', count(*) FROM (
+    SELECT 1 FROM jobs WHERE status = 'completed'
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c
+UNION ALL
+SELECT 'failed', count(*) FROM (
+    SELECT 1 FROM jobs WHERE status = 'failed'
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c
+UNION ALL
+SELECT 'cancelled', count(*) FROM (
+    SELECT 1 FROM jobs WHERE status = 'cancelled'
+       AND ($1::text IS NULL OR tenant_id = $1) LIMIT $2) c;
 
 -- name: dash_status_estimates :many
 -- The planner's statistics: rows per status in the whole table (after ANALYZE), for counts
