@@ -211,6 +211,15 @@ def test_log_in_with_a_key_and_be_refused_another_tenants_job(
     wait(browser, lambda d: "read-only" in text_of(d, ".who"))
     browser.get(live_server.url(f"/jobs/{ids['acme']}"))
     assert not by_css(browser, "#retry-button").is_enabled()
+    status = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {method: 'POST', credentials: 'same-origin'})"
+        ".then(r => done(r.status))",
+        live_server.url(f"/jobs/{ids['acme']}/retry"),
+    )
+    assert status == 403
+    (row,) = live_server.sql("SELECT status FROM jobs WHERE id = $1", ids["acme"])
+    assert row["status"] == "failed"
 
 
 def test_the_jobs_list_follows_status_changes_from_the_event_stream(
@@ -230,3 +239,20 @@ def test_the_jobs_list_follows_status_changes_from_the_event_stream(
     live_server.sql("UPDATE jobs SET status = 'cancelled' WHERE id = $1", job_id)
     wait(browser, lambda d: text_of(d, cell) == "cancelled")
     assert browser.execute_script("return window.__notReloaded === true"), "the page reloaded"
+
+
+def test_submit_a_batch_and_watch_each_domain_complete(
+    live_server: LiveServer, browser: Any
+) -> None:
+    origin = serve_site(live_server)
+    port = origin.rsplit(":", 1)[1]
+    browser.get(live_server.url("/submit"))
+    by_css(browser, "#domains").send_keys(f"{origin}\nhttp://localhost:{port}\n")
+    by_css(browser, "#batch-submit").click()
+    wait(browser, lambda d: "/jobs/" in d.current_url)
+    wait(browser, lambda d: text_of(d, "#job-status") == "completed")
+    cells = browser.find_elements("css selector", "#children td[data-status]")
+    assert [c.text for c in cells] == ["completed", "completed"]
+    assert "localhost" in by_css(browser, "#children").text
+    assert text_of(browser, "#url-count") == "14"
+    screenshot(browser, "batch")

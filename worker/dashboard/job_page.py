@@ -81,7 +81,9 @@ async def job_page(request: web.Request) -> web.Response:
             tag("h2", "Result"),
             tag("pre", json.dumps(_json(job["result"]), indent=2), id="job-result"),
         ]
-    what = job["domain"] or job["job_type"]
+    what = job["domain"] or (
+        f"{job['children_total']:,} domains" if job["children_total"] else job["job_type"]
+    )
     live = fill(
         ' data-live="poll" data-job="{id}" data-terminal="{t}"',
         id=job_id,
@@ -114,10 +116,12 @@ def _summary(job: asyncpg.Record, totals: asyncpg.Record | None) -> Safe:
         ("Progress", progress_bar(job["progress"], job["status"]), "job-progress"),
     ]
     if totals is not None:
-        facts += [
-            ("Files done / listed", f"{totals['done']:,} / {totals['listed']:,}", "job-files"),
-            ("URLs", number(_url_count(job, totals)), "url-count"),
-        ]
+        facts.append(
+            ("Files done / listed", f"{totals['done']:,} / {totals['listed']:,}", "job-files")
+        )
+    urls = _url_count(job, totals)
+    if urls is not None:
+        facts.append(("URLs", number(urls), "url-count"))
     if job["children_total"]:
         facts.append(
             ("Domains ended", f"{job['children_ended']:,} / {job['children_total']:,}", "")
