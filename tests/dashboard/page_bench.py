@@ -110,7 +110,8 @@ async def measure(dsn: str, repeat: int) -> None:
         ("jobs, failed, one tenant", tenant, "/jobs?status=failed"),
         ("jobs, by domain", admin, "/jobs?domain=site123.test"),
         ("jobs, page in the middle", admin, f"/jobs?before={mid}"),
-        ("jobs, rare error text", admin, "/jobs?status=failed&error=certificate"),
+        ("jobs, rare error text, failed", admin, "/jobs?status=failed&error=certificate"),
+        ("jobs, rare error text, any status", admin, "/jobs?error=certificate"),
         ("job page", admin, f"/jobs/{one}"),
         (
             "bulk confirm, rare error",

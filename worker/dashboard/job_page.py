@@ -85,8 +85,9 @@ async def job_page(request: web.Request) -> web.Response:
         f"{job['children_total']:,} domains" if job["children_total"] else job["job_type"]
     )
     live = fill(
-        ' data-live="poll" data-job="{id}" data-terminal="{t}"',
+        ' data-live="poll" data-job="{id}" data-status="{s}" data-terminal="{t}"',
         id=job_id,
+        s=job["status"],
         t="true" if terminal else "false",
     )
     return page(

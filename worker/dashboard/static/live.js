@@ -11,7 +11,9 @@
   if (mode === "poll" && main.dataset.terminal === "true") return;  // nothing will change
   var jobId = main.dataset.job;
   var swapId = main.dataset.swap || "main";
-  var POLL_MS = 1500, DEBOUNCE_MS = 700;
+  // A running job's progress moves every moment; a waiting one changes status only, which
+  // the event stream reports, so it is polled slowly (in case there is no stream).
+  var POLL_MS = 1500, POLL_WAITING_MS = 10000, DEBOUNCE_MS = 700;
   var source = null, poller = null, timer = null, busy = false, again = false, stopped = false;
 
   function openDetails() {
@@ -45,6 +47,7 @@
           main.innerHTML = fresh.innerHTML;
           restoreDetails(open);
           main.dataset.terminal = fresh.dataset.terminal || "";
+          main.dataset.status = fresh.dataset.status || "";
         } else {
           var now = document.getElementById(swapId), next = doc.getElementById(swapId);
           if (now && next) now.replaceWith(next);
@@ -87,7 +90,14 @@
       if (source.readyState === EventSource.CLOSED) source = null;
     };
   }
-  if (mode === "poll") poller = setInterval(refresh, POLL_MS);
+  var lastPoll = 0;
+  function tick() {
+    var every = main.dataset.status === "processing" ? POLL_MS : POLL_WAITING_MS;
+    if (document.hidden || Date.now() - lastPoll < every) return;
+    lastPoll = Date.now();
+    refresh();
+  }
+  if (mode === "poll") { lastPoll = Date.now(); poller = setInterval(tick, 500); }
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden && !stopped) refresh();
   });
