@@ -180,3 +180,21 @@ async def test_submit_validates_like_the_api_and_lands_on_the_job(
     batch = int(location.rsplit("/", 1)[1])
     payload = json.loads(await direct.fetchval("SELECT payload FROM jobs WHERE id = $1", batch))
     assert payload["domains"] == ["a.test", "b.test"]
+
+
+async def test_a_read_only_key_sees_everything_and_is_offered_no_action(
+    dashboard: Dashboard, direct: asyncpg.Connection
+) -> None:
+    job = await insert(
+        direct, status="failed", error="x", payload={"domain": "a.test", "tenant_id": "t1"}
+    )
+    dashboard.scope = Scope(tenant_id="t1", admin=False, read_only=True, key_id=3)
+    status, page = await dashboard.get(f"/jobs/{job}")
+    assert status == 200
+    assert re.search(r'<button type="submit" id="retry-button" class=""\s+disabled', page)
+    status, page = await dashboard.get("/jobs?status=failed")
+    assert status == 200 and "Retry all matching" not in page and "Read-only" in page
+    status, _ = await dashboard.get("/jobs/bulk?action=retry&status=failed")
+    assert status == 403
+    _, page = await dashboard.get("/submit")
+    assert 'id="scan-submit" disabled' in page

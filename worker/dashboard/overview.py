@@ -46,7 +46,9 @@ async def overview(request: web.Request) -> web.Response:
             _failures(failures),
         ]
     )
-    return page(request, "Overview", body, live=' data-live="events" data-swap="main"')
+    return page(
+        request, "Overview", body, live=' data-live="events" data-swap="main" data-debounce="2000"'
+    )
 
 
 def _status_cards(counts: list[asyncpg.Record], estimates: dict[str, int]) -> Safe:

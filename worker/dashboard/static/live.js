@@ -11,6 +11,7 @@
   if (mode === "poll" && main.dataset.terminal === "true") return;  // nothing will change
   var jobId = main.dataset.job;
   var swapId = main.dataset.swap || "main";
+  var debounceMs = Number(main.dataset.debounce) || DEBOUNCE_MS;
   // A running job's progress moves every moment; a waiting one changes status only, which
   // the event stream reports, so it is polled slowly (in case there is no stream).
   var POLL_MS = 1500, POLL_WAITING_MS = 10000, DEBOUNCE_MS = 700;
@@ -63,7 +64,7 @@
 
   function soon() {
     if (timer) return;
-    timer = setTimeout(function () { timer = null; refresh(); }, DEBOUNCE_MS);
+    timer = setTimeout(function () { timer = null; refresh(); }, debounceMs);
   }
 
   function concerns(data) {
