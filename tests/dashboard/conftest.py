@@ -37,6 +37,11 @@ class Dashboard:
         async with self.session.get(self.url(path)) as response:
             return response.status, await response.text()
 
+    async def get_no_redirect(self, path: str) -> tuple[int, str, str]:
+        """A GET that does not follow a redirect: (status, Location, body)."""
+        async with self.session.get(self.url(path), allow_redirects=False) as r:
+            return r.status, r.headers.get("Location", ""), await r.text()
+
     async def post(self, path: str, data: dict[str, str]) -> tuple[int, str, str]:
         async with self.session.post(self.url(path), data=data, allow_redirects=False) as r:
             return r.status, r.headers.get("Location", ""), await r.text()

@@ -75,6 +75,8 @@ async def test_jobs_list_filters_and_pages_by_keyset(
     assert re.findall(r'<tr data-job="(\d+)"', found) == [str(failed)]
     _, by_domain = await dashboard.get("/jobs?domain=d2.test")
     assert re.findall(r'<tr data-job="(\d+)"', by_domain) == [str(ids[2])]
+    status, location, _ = await dashboard.get_no_redirect("/jobs?id=%23" + str(failed))
+    assert status == 303 and location == f"/jobs/{failed}"
     status, bad = await dashboard.get("/jobs?status=nonsense")
     assert status == 422 and "status: one of" in bad
 

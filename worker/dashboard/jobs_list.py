@@ -20,6 +20,9 @@ BULK_DONE = {"cancel": "cancelled", "retry": "set back to pending"}
 
 async def jobs_page(request: web.Request) -> web.Response:
     scope = scope_of(request)
+    wanted = request.query.get("id", "").strip().lstrip("#")
+    if wanted.isdigit() and 0 < int(wanted) <= MAX_JOB_ID:
+        raise web.HTTPSeeOther(location=f"/jobs/{int(wanted)}")  # "go to job #": its page
     try:
         chosen = JobFilter.parse(request.query, scope)
         before = _before(request.query.get("before", ""))
@@ -99,7 +102,10 @@ def _filter_form(chosen: JobFilter, scope: Scope) -> Safe:
         'placeholder="as submitted"></label>{tenant}'
         '<label>Error contains<input name="error" value="{error}" size="16"></label>'
         '<button type="submit">Filter</button> <a class="button secondary" href="/jobs">Clear</a>'
-        "</form>",
+        "</form>"
+        '<form class="filters" method="get" action="/jobs"><label>Go to job'
+        '<input name="id" inputmode="numeric" size="10" placeholder="#"></label>'
+        '<button type="submit" class="secondary">Open</button></form>',
         options=options,
         types=types,
         domain=chosen.domain or "",
