@@ -86,7 +86,7 @@ def age(text: str) -> timedelta:
 def text(value: str) -> str:
     """A name PostgreSQL can store: text cannot hold NUL, and UTF-8 has no lone surrogates
     (which is what undecodable bytes in argv become)."""
-    problem = _text_problem(value)
+    problem = text_problem(value)
     if problem:
         raise argparse.ArgumentTypeError(f"{problem}: {value!r}")
     return value
@@ -102,7 +102,7 @@ def payload(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"must be a JSON object ({{...}}), not {type(parsed).__name__}"
         )
-    problem = _json_problem(parsed)
+    problem = json_problem(parsed)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
@@ -116,7 +116,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _json_problem(value: Any) -> str | None:
+def json_problem(value: Any) -> str | None:
     """A string jsonb cannot store, anywhere in the document (iteratively: json.loads has
     already bounded the depth)."""
     stack = [value]
@@ -127,12 +127,12 @@ def _json_problem(value: Any) -> str | None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str) and (problem := _text_problem(item)):
+        elif isinstance(item, str) and (problem := text_problem(item)):
             return f"holds a string PostgreSQL cannot store: it {problem}"
     return None
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     if "\x00" in value:
         return "contains \\u0000 (NUL)"
     if any("\ud800" <= ch <= "\udfff" for ch in value):
