@@ -7,14 +7,17 @@ Stream format (text/event-stream):
     data: {"listening": true}
 
     event: status
-    data: [{"job_id": 41, "job_type": "sitemap_scan", "status": "completed", "progress": 1.0,
-            "tenant_id": "acme", "parent_id": null, "attempts": 1,
-            "updated_at": "...", "finished_at": "..."}, ...]
+    data: [{"job_id":41,"job_type":"sitemap_scan","status":"completed","progress":1.0,...}
+    data: ,{"job_id":42,"job_type":"sitemap_scan","status":"failed","progress":0.5,...}
+    data: ]
 
     : keepalive
 
 `status` carries every job of the caller's tenant whose status changed during the last window
-(about 250 ms), each once, as it is now. `resync` (data `{}`) says changes may have been missed
+(about 250 ms), each once, as it is now: job_id, job_type, status, progress, tenant_id,
+parent_id, attempts, updated_at, finished_at. Its data is a JSON list written one job per
+`data:` line (an EventSource joins them with newlines: `JSON.parse(event.data)` works), so
+no line grows with a burst. `resync` (data `{}`) says changes may have been missed
 (the listener reconnected, or the client read too slowly): re-read what you show. A comment
 line every 15 s keeps proxies from closing an idle stream.
 
@@ -113,6 +116,13 @@ def frame(event: str, data: str) -> bytes:
     return f"event: {event}\ndata: {data}\n\n".encode()
 
 
+def status_frame(rows: list[str]) -> bytes:
+    """One `status` event, one job per `data:` line: a client joins data lines with a newline
+    (the SSE rule), which gives the JSON list back, and no line grows with the burst."""
+    lines = "\ndata: ,".join(rows)
+    return f"event: status\ndata: [{lines}\ndata: ]\n\n".encode()
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     scope = scope_of(request)
     service = request.app[EVENTS]
@@ -144,7 +154,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 break
             out = frame("resync", "{}") if resync else b""
             if rows:
-                out += frame("status", "[" + ",".join(rows) + "]")
+                out += status_frame(rows)
             if out:
                 await response.write(out)
     except (ConnectionResetError, ConnectionError):
