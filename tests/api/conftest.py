@@ -110,12 +110,13 @@ async def api_pool(urls: Urls, api_settings: Settings) -> AsyncIterator[asyncpg.
 
 
 @pytest.fixture
-def start_api(
+async def start_api(
     api_pool: asyncpg.Pool,
     api_settings: Settings,
     urls: Urls,  # noqa: F811
-) -> Callable[..., Awaitable[Api]]:
-    """Start (another) server: `await start_api(open_on_loopback=False)`."""
+) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """Start (another) server: `await start_api(open_on_loopback=False)`; all are stopped
+    at the end of the test."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -126,26 +127,23 @@ def start_api(
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         http = aiohttp.ClientSession()
         sessions.append(http)
         return Api(f"http://127.0.0.1:{runner.addresses[0][1]}", app, http)
 
-    start.runners = runners  # type: ignore[attr-defined]
-    start.sessions = sessions  # type: ignore[attr-defined]
-    return start
+    yield start
+    for http in sessions:
+        await http.close()
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture
-async def api(start_api: Callable[..., Awaitable[Api]]) -> AsyncIterator[Api]:
+async def api(start_api: Callable[..., Awaitable[Api]]) -> Api:
     """The server as `serve` runs it on loopback (open while the database has no key)."""
-    server = await start_api()
-    yield server
-    for http in start_api.sessions:  # type: ignore[attr-defined]
-        await http.close()
-    for runner in start_api.runners:  # type: ignore[attr-defined]
-        await runner.cleanup()
+    return await start_api()
 
 
 @pytest.fixture
