@@ -1,81 +1,43 @@
 """The scan results over HTTP: the sitemap tree, keyset URL pages and the CSV/NDJSON export, on
-a real server on 127.0.0.1 and a real PostgreSQL, directly and through PgBouncer."""
+the real application (build_app, real keys) on 127.0.0.1 and a real PostgreSQL, directly and
+through PgBouncer."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import warnings
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
 
+from tests.api.conftest import Api
 from worker import connections
-from worker.api import results
-from worker.api.scope import POOL, SCOPE, SETTINGS, Scope
+from worker.api.app import build_app
+from worker.database_urls import Urls
 from worker.settings import Settings
 
 
 @dataclass
 class Server:
-    url: str
-    pool: asyncpg.Pool
+    """The real application (tests/api/conftest.py) and a key per tenant; None: an admin key."""
 
-    def get(
-        self, http: aiohttp.ClientSession, path: str, tenant: str | None = None, **params: str
-    ) -> aiohttp.client._RequestContextManager:
-        headers = {"X-Test-Tenant": tenant} if tenant else {}
-        return http.get(self.url + path, params=params, headers=headers)
+    api: Api
+    keys: dict[str | None, str]
 
-
-@web.middleware
-async def scope_from_header(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """Stands in for the auth middleware: a tenant from a header, or every tenant."""
-    tenant = request.headers.get("X-Test-Tenant")
-    with warnings.catch_warnings():  # scope.py's SCOPE is a plain string key
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        request[SCOPE] = Scope(tenant_id=tenant, admin=tenant is None)
-    return await handler(request)
-
-
-@asynccontextmanager
-async def serve(work_dsn: str, direct_dsn: str, pool_size: int = 4) -> AsyncIterator[Server]:
-    settings = Settings(database_url=work_dsn, listen_database_url=direct_dsn)
-    pool = await connections.create_pool(work_dsn, settings, size=pool_size)
-    app = web.Application(middlewares=[scope_from_header])
-    app[POOL], app[SETTINGS] = pool, settings
-    results.add_routes(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield Server(f"http://127.0.0.1:{port}", pool)
-    finally:
-        await runner.cleanup()
-        await pool.close()
-
-
-@pytest.fixture(params=["direct", "pgbouncer"])
-async def server(request: pytest.FixtureRequest, direct_dsn: str, database: str):
-    work = direct_dsn
-    if request.param == "pgbouncer":
-        work = request.getfixturevalue("bouncer").dsn(database)
-    async with serve(work, direct_dsn) as s:
-        yield s
+    def get(self, path: str, tenant: str | None = None, **params: str) -> Any:
+        return self.api.get(path, key=self.keys[tenant], params=params)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def server(api: Api, make_key: Callable[..., Awaitable[str]]) -> Server:
+    keys = {tenant: await make_key("tenant", tenant) for tenant in ("acme", "other")}
+    return Server(api, {**keys, None: await make_key("admin")})
 
 
 async def add_job(conn: asyncpg.Connection, tenant: str | None = "acme") -> int:
@@ -123,7 +85,7 @@ async def add_urls(conn: asyncpg.Connection, job_id: int, file_id: int, count: i
     )
 
 
-async def test_the_tree_lists_every_file_with_its_parent(server: Server, direct, http):
+async def test_the_tree_lists_every_file_with_its_parent(server: Server, direct):
     job = await add_job(direct)
     index = await add_file(direct, job, "https://example.com/sitemap.xml", kind="index")
     a = await add_file(
@@ -146,7 +108,7 @@ async def test_the_tree_lists_every_file_with_its_parent(server: Server, direct,
         error="HTTP 404",
         http_status=404,
     )
-    async with server.get(http, f"/api/v3/sitemap/jobs/{job}/sitemaps", "acme") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{job}/sitemaps", "acme") as resp:
         assert resp.status == 200, await resp.text()
         body = await resp.json()
     assert body["job_id"] == job and body["count"] == 3
@@ -159,27 +121,25 @@ async def test_the_tree_lists_every_file_with_its_parent(server: Server, direct,
     assert files[b]["fetched_at"].startswith("20")
 
 
-async def test_another_tenants_job_is_missing_on_both_routes(server: Server, direct, http):
+async def test_another_tenants_job_is_missing_on_both_routes(server: Server, direct):
     job = await add_job(direct, "acme")
     file_id = await add_file(direct, job, "https://example.com/a.xml")
     await add_urls(direct, job, file_id, 3)
     empty = await add_job(direct, "acme")
     for path in ("sitemaps", "urls", "urls?format=csv", "urls?format=ndjson"):
-        async with http.get(
-            f"{server.url}/api/v3/sitemap/jobs/{job}/{path}", headers={"X-Test-Tenant": "other"}
-        ) as resp:
+        async with server.get(f"/api/v3/sitemap/jobs/{job}/{path}", "other") as resp:
             assert resp.status == 404, path
             assert await resp.json() == {"error": "no such job", "details": []}
-        async with http.get(f"{server.url}/api/v3/sitemap/jobs/999999/{path}") as resp:
+        async with server.get(f"/api/v3/sitemap/jobs/999999/{path}") as resp:
             assert resp.status == 404, path
-        async with server.get(http, f"/api/v3/sitemap/jobs/{job}/{path.split('?')[0]}") as resp:
+        async with server.get(f"/api/v3/sitemap/jobs/{job}/{path.split('?')[0]}") as resp:
             assert resp.status == 200, path  # admin sees it
     for bad in ("abc", "0", "-1", "99999999999999999999"):
-        async with server.get(http, f"/api/v3/sitemap/jobs/{bad}/urls") as resp:
+        async with server.get(f"/api/v3/sitemap/jobs/{bad}/urls") as resp:
             assert resp.status == 404, bad
-    async with server.get(http, f"/api/v3/sitemap/jobs/{empty}/sitemaps", "acme") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{empty}/sitemaps", "acme") as resp:
         assert (await resp.json())["sitemaps"] == []
-    async with server.get(http, f"/api/v3/sitemap/jobs/{empty}/urls", "acme") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{empty}/urls", "acme") as resp:
         assert await resp.json() == {
             "job_id": empty,
             "count": 0,
@@ -200,18 +160,15 @@ async def test_another_tenants_job_is_missing_on_both_routes(server: Server, dir
         ({"format": "xml"}, "format"),
     ],
 )
-async def test_bad_parameters_are_422_naming_the_field(direct_dsn, direct, http, params, field):
+async def test_bad_parameters_are_422_naming_the_field(server: Server, direct, params, field):
     job = await add_job(direct)
-    async with (
-        serve(direct_dsn, direct_dsn) as server,
-        server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", **params) as resp,
-    ):
+    async with server.get(f"/api/v3/sitemap/jobs/{job}/urls", **params) as resp:
         assert resp.status == 422
         body = await resp.json()
     assert body["details"][0]["loc"] == ["query", field], body
 
 
-async def test_pages_walk_every_row_once_while_rows_are_added(server: Server, direct, http):
+async def test_pages_walk_every_row_once_while_rows_are_added(server: Server, direct):
     job = await add_job(direct)
     file_id = await add_file(direct, job, "https://example.com/a.xml")
     await add_urls(direct, job, file_id, 2500)
@@ -222,7 +179,7 @@ async def test_pages_walk_every_row_once_while_rows_are_added(server: Server, di
     pages = 0
     while True:
         params = {"limit": "700", **({"cursor": cursor} if cursor else {})}
-        async with server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", **params) as resp:
+        async with server.get(f"/api/v3/sitemap/jobs/{job}/urls", **params) as resp:
             assert resp.status == 200
             body = await resp.json()
         seen += [u["loc"] for u in body["urls"]]
@@ -238,10 +195,10 @@ async def test_pages_walk_every_row_once_while_rows_are_added(server: Server, di
     assert pages == 4
 
 
-async def test_a_page_row_carries_its_extensions(server: Server, direct, http):
+async def test_a_page_row_carries_its_extensions(server: Server, direct):
     job = await add_job(direct)
     await add_urls(direct, job, await add_file(direct, job, "https://e.com/s.xml"), 14)
-    async with server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", limit="14") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{job}/urls", limit="14") as resp:
         rows = (await resp.json())["urls"]
     row = rows[13]  # p/14: a 7th and an even one, not a 5th
     assert row["loc"] == "https://example.com/p/14"
@@ -255,7 +212,7 @@ async def test_a_page_row_carries_its_extensions(server: Server, direct, http):
 EXPORT_ROWS = 30_000
 
 
-async def test_csv_export_streams_every_row(server: Server, direct, http):
+async def test_csv_export_streams_every_row(server: Server, direct):
     job = await add_job(direct)
     file_id = await add_file(direct, job, "https://example.com/a.xml")
     await add_urls(direct, job, file_id, EXPORT_ROWS)
@@ -265,7 +222,7 @@ async def test_csv_export_streams_every_row(server: Server, direct, http):
         file_id,
         'https://example.com/q?a=1,b="2"\nx',
     )
-    async with server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", "acme", format="csv") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{job}/urls", "acme", format="csv") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
         assert resp.headers["Content-Disposition"] == f'attachment; filename="job-{job}-urls.csv"'
@@ -284,10 +241,10 @@ async def test_csv_export_streams_every_row(server: Server, direct, http):
     assert r10["lastmod"] == "2024-01-02T03:04:05+00:00" and r10["sitemap_file_id"] == str(file_id)
 
 
-async def test_ndjson_export_streams_every_row(server: Server, direct, http):
+async def test_ndjson_export_streams_every_row(server: Server, direct):
     job = await add_job(direct)
     await add_urls(direct, job, await add_file(direct, job, "https://e.com/s.xml"), EXPORT_ROWS)
-    async with server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", format="ndjson") as resp:
+    async with server.get(f"/api/v3/sitemap/jobs/{job}/urls", format="ndjson") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
         lines = (await resp.text()).splitlines()
@@ -299,20 +256,26 @@ async def test_ndjson_export_streams_every_row(server: Server, direct, http):
     assert rows[9]["lastmod"].startswith("2024-01-02T03:04:05")
 
 
-async def test_a_stalled_export_holds_no_connection(direct_dsn, direct, http):
+async def test_a_stalled_export_holds_no_connection(urls: Urls, api_settings: Settings, direct):
     """With a pool of ONE connection, a client that stops reading an export mid-way (about
     12 MB, more than the socket buffers hold) must not block the next request: each page
     gives its connection back before it is written."""
     job = await add_job(direct)
     await add_urls(direct, job, await add_file(direct, job, "https://e.com/s.xml"), 150_000)
-    async with (
-        serve(direct_dsn, direct_dsn, pool_size=1) as server,
-        server.get(http, f"/api/v3/sitemap/jobs/{job}/urls", format="csv") as stalled,
-    ):
-        assert stalled.status == 200
-        await stalled.content.readexactly(1024)  # then stop reading
+    pool = await connections.create_pool(urls.work, api_settings, size=1)
+    runner = web.AppRunner(build_app(pool, api_settings, open_on_loopback=True), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3/sitemap/jobs/{job}"
+    try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as other,
-            server.get(other, f"/api/v3/sitemap/jobs/{job}/sitemaps") as resp,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"{base}/urls?format=csv") as stalled,
         ):
-            assert resp.status == 200
+            assert stalled.status == 200
+            await stalled.content.readexactly(1024)  # then stop reading
+            async with http.get(f"{base}/sitemaps") as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+        await pool.close()

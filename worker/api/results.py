@@ -15,10 +15,11 @@ from aiohttp import web
 
 from .. import connections
 from ..sql import q
+from .errors import ApiError, not_found
 from .results_export import EXPORT_FORMATS, stream_urls
+from .routes import MAX_JOB_ID, job_id_of
 from .scope import POOL, SETTINGS, scope_of
 
-MAX_JOB_ID = 2**63 - 1
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 URLS_PATH = "/api/v3/sitemap/jobs/{job_id}/urls"
@@ -30,34 +31,13 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(URLS_PATH, job_urls)
 
 
-class BadParameter(Exception):
-    """A query or path parameter that cannot be used: a 422 naming the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-def error_response(
-    status: int, error: str, details: list[dict[str, Any]] | None = None
-) -> web.Response:
-    """The contract's error shape: `{"error": ..., "details": [...]}`."""
-    return web.json_response({"error": error, "details": details or []}, status=status)
-
-
-def not_found(job_id: object) -> web.Response:
-    """Missing and another tenant's look the same."""
-    return error_response(404, "no such job")
-
-
-def job_id_of(request: web.Request) -> int | None:
-    """The path's job id; None when it names no possible job (a 404, like a missing one)."""
-    text = request.match_info["job_id"]
-    if not text.isascii() or not text.isdigit():
-        return None
-    value = int(text)
-    return value if 1 <= value <= MAX_JOB_ID else None
+def bad_parameter(field: str, message: str) -> ApiError:
+    """A query parameter that cannot be used: 422 naming it, in the validation errors' shape."""
+    return ApiError(
+        422,
+        "invalid query: see details",
+        [{"loc": ["query", field], "msg": message, "type": "value_error"}],
+    )
 
 
 def int_parameter(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -67,23 +47,21 @@ def int_parameter(query: Mapping[str, str], name: str, default: int, low: int, h
     try:
         value = int(text)
     except ValueError:
-        raise BadParameter(name, f"must be a whole number, not {text[:40]!r}") from None
+        raise bad_parameter(name, f"must be a whole number, not {text[:40]!r}") from None
     if not low <= value <= high:
-        raise BadParameter(name, f"must be from {low} to {high}, not {value}")
+        raise bad_parameter(name, f"must be from {low} to {high}, not {value}")
     return value
 
 
 def check_format(fmt: str) -> None:
     if fmt not in ("json", *EXPORT_FORMATS):
-        raise BadParameter("format", f"must be json, csv or ndjson, not {fmt[:40]!r}")
+        raise bad_parameter("format", f"must be json, csv or ndjson, not {fmt[:40]!r}")
 
 
 async def job_sitemaps(request: web.Request) -> web.Response:
     """GET /api/v3/sitemap/jobs/{job_id}/sitemaps: every sitemap file the job fetched or tried,
     in id order; `parent_id` links a file to the index that listed it (null at the top)."""
     job_id = job_id_of(request)
-    if job_id is None:
-        return not_found(request.match_info["job_id"])
     scope = scope_of(request)
 
     async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -93,7 +71,7 @@ async def job_sitemaps(request: web.Request) -> web.Response:
         request.app[POOL], request.app[SETTINGS], read, durable=False
     )
     if not rows:
-        return not_found(job_id)
+        raise not_found()
     files = [file_json(row) for row in rows if row["id"] is not None]
     return web.json_response({"job_id": job_id, "count": len(files), "sitemaps": files})
 
@@ -108,24 +86,17 @@ async def job_urls(request: web.Request) -> web.StreamResponse:
     """GET /api/v3/sitemap/jobs/{job_id}/urls: one keyset page (`limit`, `cursor` from the last
     page's `next`), or with `format=csv|ndjson` every row, streamed."""
     job_id = job_id_of(request)
-    if job_id is None:
-        return not_found(request.match_info["job_id"])
     query = request.rel_url.query
     fmt = query.get("format", "json")
-    try:
-        check_format(fmt)
-        cursor = int_parameter(query, "cursor", 0, 0, MAX_JOB_ID)
-        limit = int_parameter(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    except BadParameter as exc:
-        return error_response(
-            422,
-            "invalid query: see details",
-            [{"loc": ["query", exc.field], "msg": exc.message, "type": "value_error"}],
-        )
+    check_format(fmt)
+    cursor = int_parameter(query, "cursor", 0, 0, MAX_JOB_ID)
+    limit = int_parameter(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     scope = scope_of(request)
     if fmt != "json":
         streamed = await stream_urls(request, job_id, scope.tenant_id, fmt, after=cursor)
-        return streamed if streamed is not None else not_found(job_id)
+        if streamed is None:
+            raise not_found()
+        return streamed
 
     async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         return list(
@@ -136,7 +107,7 @@ async def job_urls(request: web.Request) -> web.StreamResponse:
         request.app[POOL], request.app[SETTINGS], read, durable=False
     )
     if not rows:
-        return not_found(job_id)
+        raise not_found()
     found = [row for row in rows if row["id"] is not None]
     page, more = found[:limit], len(found) > limit
     next_cursor = str(page[-1]["id"]) if more else None
