@@ -113,7 +113,7 @@ async def test_idempotency_key_makes_one_job_under_concurrency(api, make_key, di
     _, again = await api.json("POST", BATCH, {"domains": ["x.example"]}, key=a, headers=headers)
     assert len({answers[0][1]["job_id"], ja["job_id"], jb["job_id"]}) == 3
     assert again["job_id"] == ja["job_id"]
-    code, answer = await api.json(
+    code, _ = await api.json(
         "POST", SCAN, {"domain": "example.com"}, key=a, headers={"Idempotency-Key": "k" * 256}
     )
     assert code == 422
