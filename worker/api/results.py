@@ -83,8 +83,9 @@ def file_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def job_urls(request: web.Request) -> web.StreamResponse:
-    """GET /api/v3/sitemap/jobs/{job_id}/urls: one keyset page (`limit`, `cursor` from the last
-    page's `next`), or with `format=csv|ndjson` every row, streamed."""
+    """GET /api/v3/sitemap/jobs/{job_id}/urls: one keyset page (`limit`, `cursor` = the last
+    page's `next_cursor`; `next` is the next page's URL), or with `format=csv|ndjson` every
+    row, streamed."""
     job_id = job_id_of(request)
     query = request.rel_url.query
     fmt = query.get("format", "json")
@@ -110,13 +111,13 @@ async def job_urls(request: web.Request) -> web.StreamResponse:
         raise not_found()
     found = [row for row in rows if row["id"] is not None]
     page, more = found[:limit], len(found) > limit
-    next_cursor = str(page[-1]["id"]) if more else None
+    next_cursor = page[-1]["id"] if more else None
     body: dict[str, Any] = {
         "job_id": job_id,
         "count": len(page),
         "urls": [url_json(row) for row in page],
-        "next": next_cursor,
-        "next_url": (
+        "next_cursor": next_cursor,
+        "next": (
             f"{URLS_PATH.format(job_id=job_id)}?cursor={next_cursor}&limit={limit}"
             if next_cursor
             else None
