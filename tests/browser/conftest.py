@@ -1,6 +1,6 @@
-"""Browser tests: Debian's Chromium driven through its chromedriver by selenium, against a
-real server (the API's auth middleware, the dashboard, the API's result and event routes, a
-real worker) on 127.0.0.1 over a real, migrated database. Nothing is downloaded at run time:
+"""Browser tests: Debian's Chromium driven through its chromedriver by selenium, against the
+real application (build_app: the API, its auth and event stream, the dashboard) and a real
+worker, on 127.0.0.1 over a real, migrated database. Nothing is downloaded at run time:
 the browser and its driver come from apt, and Selenium Manager is switched off.
 
 Selenium's calls block, so the server, the worker and the test site live on an event loop
@@ -24,10 +24,7 @@ from aiohttp import web
 
 from tests.support.sites import Site
 from worker import connections
-from worker.api import events, results
-from worker.api.auth import OPEN_ON_LOOPBACK, SESSION_SECRET, auth_middleware
-from worker.api.scope import POOL, SETTINGS
-from worker.dashboard import add_routes
+from worker.api.app import build_app
 from worker.engine import JobLoop
 from worker.jobs.registry import default_registry
 from worker.settings import Settings
@@ -122,13 +119,7 @@ def live_server(direct_dsn: str) -> Iterator[LiveServer]:
 
     async def start() -> LiveServer:
         pool = await connections.create_pool(direct_dsn, settings, size=6)
-        app = web.Application(middlewares=[auth_middleware])
-        app[POOL], app[SETTINGS] = pool, settings
-        app[SESSION_SECRET] = os.urandom(32)
-        app[OPEN_ON_LOOPBACK] = True
-        add_routes(app)
-        results.add_routes(app)
-        events.add_routes(app)
+        app = build_app(pool, settings, open_on_loopback=True, listen_dsn=direct_dsn)
         runner = web.AppRunner(app, shutdown_timeout=1)
         await runner.setup()
         tcp = web.TCPSite(runner, "127.0.0.1", 0)

@@ -12,11 +12,7 @@ import pytest
 
 from tests.browser.conftest import WAIT_S, LiveServer, screenshot
 
-pytestmark = [
-    # worker/api/scope.py keys the request's Scope by a plain string (aiohttp warns).
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
-    pytest.mark.timeout(120),
-]
+pytestmark = pytest.mark.timeout(120)
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 

@@ -1,19 +1,24 @@
-"""What the dashboard's forms change, through the API's own validation and guarded SQL
-(the request models in worker/api/models.py, the queries in sql/queries/api.sql), so a job
-submitted, cancelled or retried from a page is checked and scoped exactly as over HTTP."""
+"""What the dashboard's forms change, through the API's own operations
+(worker/api/operations.py): a job submitted, cancelled or retried from a page is validated,
+given its tenant and refused exactly as over HTTP."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
+import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from .. import connections
-from ..api.models import BatchRequest, ScanRequest
-from ..api.scope import POOL, SETTINGS, scope_of
-from ..sql import q
+from ..api import operations
+from ..api.errors import ApiError
+from ..api.models import BatchRequest, JobView, ScanRequest
+from ..api.scope import POOL, SETTINGS, Scope, scope_of
+from ..settings import Settings
+
+Outcome = Literal["done", "ended", "missing"]
+Transition = Callable[[asyncpg.Pool, Settings, Scope, int], Awaitable[JobView]]
 
 
 class Invalid(Exception):
@@ -23,48 +28,57 @@ class Invalid(Exception):
         super().__init__("; ".join(problems))
         self.problems = problems
 
-
-def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise Invalid(
-            [f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]
-        ) from None
+    @classmethod
+    def of(cls, exc: ApiError | ValidationError) -> Invalid:
+        if isinstance(exc, ValidationError):
+            return cls([f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors()])
+        details = [f"{_where(d.get('loc', []))}: {d.get('msg', '')}" for d in exc.details]
+        return cls(details or [exc.message])
 
 
-async def _insert(request: web.Request, job_type: str, payload: dict[str, Any]) -> int:
-    scope = scope_of(request)
-    payload = {k: v for k, v in payload.items() if v is not None}
-    if scope.submit_tenant is not None:
-        payload["tenant_id"] = scope.submit_tenant
-    async with connections.pooled_transaction(request.app[POOL], request.app[SETTINGS]) as conn:
-        row = await conn.fetchrow(q("api_insert_job"), job_type, json.dumps(payload), 0, None, None)
-    return int(row["id"])
+def _where(loc: object) -> str:
+    parts = [str(p) for p in loc if p != "body"] if isinstance(loc, list | tuple) else []
+    return ".".join(parts) or "input"
 
 
 async def submit_scan(request: web.Request, domain: str, max_urls: int | None) -> int:
-    body: ScanRequest = _validated(ScanRequest, {"domain": domain, "max_urls": max_urls})
-    return await _insert(
-        request, "sitemap_scan", {"domain": body.domain, "max_urls": body.max_urls}
-    )
+    app = request.app
+    try:
+        body = ScanRequest.model_validate({"domain": domain, "max_urls": max_urls})
+        job, _ = await operations.submit_scan(app[POOL], app[SETTINGS], scope_of(request), body)
+    except (ApiError, ValidationError) as exc:
+        raise Invalid.of(exc) from None
+    return job.job_id
 
 
 async def submit_batch(request: web.Request, domains: list[str], max_urls: int | None) -> int:
-    body: BatchRequest = _validated(BatchRequest, {"domains": domains, "max_urls": max_urls})
-    return await _insert(
-        request, "sitemap_batch", {"domains": body.domains, "max_urls": body.max_urls}
-    )
+    app = request.app
+    try:
+        body = BatchRequest.model_validate({"domains": domains, "max_urls": max_urls})
+        job, _ = await operations.submit_batch(app[POOL], app[SETTINGS], scope_of(request), body)
+    except (ApiError, ValidationError) as exc:
+        raise Invalid.of(exc) from None
+    return job.job_id
 
 
-async def cancel(request: web.Request, job_id: int) -> bool:
-    """True when the job was cancelled; False when it had ended (or is not the caller's)."""
-    scope = scope_of(request)
-    async with connections.pooled_transaction(request.app[POOL], request.app[SETTINGS]) as conn:
-        return await conn.fetchval(q("api_cancel_job"), job_id, scope.tenant_id) is not None
+async def cancel(request: web.Request, job_id: int) -> Outcome:
+    return await _transition(request, job_id, operations.cancel_job)
 
 
-async def retry(request: web.Request, job_id: int) -> bool:
-    scope = scope_of(request)
-    async with connections.pooled_transaction(request.app[POOL], request.app[SETTINGS]) as conn:
-        return await conn.fetchval(q("api_retry_job"), job_id, scope.tenant_id) is not None
+async def retry(request: web.Request, job_id: int) -> Outcome:
+    return await _transition(request, job_id, operations.retry_job)
+
+
+async def _transition(request: web.Request, job_id: int, operation: Transition) -> Outcome:
+    """done; ended (409: the job is in a state the change does not apply to); missing
+    (404: not there, or another tenant's)."""
+    app = request.app
+    try:
+        await operation(app[POOL], app[SETTINGS], scope_of(request), job_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            return "missing"
+        if exc.status == 409:
+            return "ended"
+        raise
+    return "done"

@@ -270,11 +270,8 @@ async def _act(request: web.Request, action: str) -> web.Response:
     job_id = job_id_of(request)
     if job_id is None:
         return error_page(request, 404, "No such job.")
-    done = await (actions.cancel if action == "cancel" else actions.retry)(request, job_id)
-    if not done:
-        scope = scope_of(request)
-        async with connections.pooled_transaction(request.app[POOL], request.app[SETTINGS]) as conn:
-            seen = await conn.fetchrow(q("dash_job"), job_id, scope.tenant_id)
-        if seen is None:
-            return error_page(request, 404, f"Job {job_id} was not found.")
-    raise web.HTTPSeeOther(location=f"/jobs/{job_id}?done={action}{'' if done else '-none'}")
+    outcome = await (actions.cancel if action == "cancel" else actions.retry)(request, job_id)
+    if outcome == "missing":
+        return error_page(request, 404, f"Job {job_id} was not found.")
+    suffix = "" if outcome == "done" else "-none"
+    raise web.HTTPSeeOther(location=f"/jobs/{job_id}?done={action}{suffix}")
