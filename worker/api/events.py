@@ -124,6 +124,7 @@ def status_frame(rows: list[str]) -> bytes:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of job status changes (text/event-stream), the caller's tenant only."""
     scope = scope_of(request)
     service = request.app[EVENTS]
     listener = await service.ensure_started()

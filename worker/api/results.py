@@ -59,8 +59,9 @@ def check_format(fmt: str) -> None:
 
 
 async def job_sitemaps(request: web.Request) -> web.Response:
-    """GET /api/v3/sitemap/jobs/{job_id}/sitemaps: every sitemap file the job fetched or tried,
-    in id order; `parent_id` links a file to the index that listed it (null at the top)."""
+    """A job's sitemap files (the tree: parent_id links a file to the index that listed it).
+
+    Every sitemap file the job fetched or tried, in id order (null parent_id at the top)."""
     job_id = job_id_of(request)
     scope = scope_of(request)
 
@@ -83,9 +84,10 @@ def file_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def job_urls(request: web.Request) -> web.StreamResponse:
-    """GET /api/v3/sitemap/jobs/{job_id}/urls: one keyset page (`limit`, `cursor` = the last
-    page's `next_cursor`; `next` is the next page's URL), or with `format=csv|ndjson` every
-    row, streamed."""
+    """A job's URL rows: keyset pages (limit, cursor), or all of them with format=csv|ndjson.
+
+    `cursor` is the last page's `next_cursor` (`next` is the next page's URL, null on the
+    last); `limit` 1-1000, default 100. The exports stream every row."""
     job_id = job_id_of(request)
     query = request.rel_url.query
     fmt = query.get("format", "json")
