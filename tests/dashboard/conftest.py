@@ -47,10 +47,18 @@ class Dashboard:
             return r.status, r.headers.get("Location", ""), await r.text()
 
 
+@pytest.fixture(params=["direct", "pgbouncer"])
+def dash_dsn(request: pytest.FixtureRequest, direct_dsn: str, database: str) -> str:
+    """The pages' pool: straight to PostgreSQL, and through PgBouncer in transaction mode."""
+    if request.param == "direct":
+        return direct_dsn
+    return str(request.getfixturevalue("bouncer").dsn(database))
+
+
 @pytest.fixture
-def dash_settings(direct_dsn: str) -> Settings:
+def dash_settings(dash_dsn: str) -> Settings:
     return Settings(
-        database_url=direct_dsn,
+        database_url=dash_dsn,
         poll_interval=timedelta(seconds=0.2),
         heartbeat_interval=timedelta(seconds=0.2),
         lease=timedelta(seconds=5),
@@ -58,8 +66,8 @@ def dash_settings(direct_dsn: str) -> Settings:
 
 
 @pytest.fixture
-async def dash_pool(direct_dsn: str, dash_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await connections.create_pool(direct_dsn, dash_settings, size=4)
+async def dash_pool(dash_dsn: str, dash_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connections.create_pool(dash_dsn, dash_settings, size=4)
     yield pool
     await pool.close()
 
