@@ -78,8 +78,9 @@ SELECT owner, count(*) AS running,
 
 -- name: dash_jobs_page :many
 -- One page of jobs, newest first, by keyset. $1 tenant, $2 status, $3 job type, $4 domain
--- (exact, as submitted), $5 text in the error (case-insensitive), $6 ids below this one
--- (null: from the newest), $7 rows. A null filter is no filter.
+-- (exact, as submitted), $5 text in the error (case-insensitive; a completed job has none,
+-- so only the other statuses are read), $6 ids below this one (null: from the newest),
+-- $7 rows. A null filter is no filter.
 SELECT id, job_type, status, progress, payload->>'domain' AS domain,
        jsonb_array_length(CASE WHEN jsonb_typeof(payload->'domains') = 'array'
                                THEN payload->'domains' END) AS domains,
@@ -90,7 +91,8 @@ SELECT id, job_type, status, progress, payload->>'domain' AS domain,
    AND ($2::text IS NULL OR status = $2)
    AND ($3::text IS NULL OR job_type = $3)
    AND ($4::text IS NULL OR (job_type = 'sitemap_scan' AND payload->>'domain' = $4))
-   AND ($5::text IS NULL OR strpos(lower(error), lower($5)) > 0)
+   AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
+                             AND strpos(lower(error), lower($5)) > 0))
    AND ($6::bigint IS NULL OR id < $6)
  ORDER BY id DESC
  LIMIT $7;
@@ -105,7 +107,8 @@ SELECT count(*) AS n, max(id) AS upto
    AND ($2::text IS NULL OR status = $2)
    AND ($3::text IS NULL OR job_type = $3)
    AND ($4::text IS NULL OR (job_type = 'sitemap_scan' AND payload->>'domain' = $4))
-   AND ($5::text IS NULL OR strpos(lower(error), lower($5)) > 0)
+   AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
+                             AND strpos(lower(error), lower($5)) > 0))
    AND id <= $6
    AND status = ANY($7::text[]);
 
@@ -118,7 +121,8 @@ WITH touched AS (
        AND ($2::text IS NULL OR status = $2)
        AND ($3::text IS NULL OR job_type = $3)
        AND ($4::text IS NULL OR (job_type = 'sitemap_scan' AND payload->>'domain' = $4))
-       AND ($5::text IS NULL OR strpos(lower(error), lower($5)) > 0)
+       AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
+                                 AND strpos(lower(error), lower($5)) > 0))
        AND id <= $6
        AND status IN ('pending', 'processing')
     RETURNING 1)
@@ -135,7 +139,8 @@ WITH touched AS (
        AND ($2::text IS NULL OR status = $2)
        AND ($3::text IS NULL OR job_type = $3)
        AND ($4::text IS NULL OR (job_type = 'sitemap_scan' AND payload->>'domain' = $4))
-       AND ($5::text IS NULL OR strpos(lower(error), lower($5)) > 0)
+       AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
+                                 AND strpos(lower(error), lower($5)) > 0))
        AND id <= $6
        AND status IN ('failed', 'cancelled')
     RETURNING 1)

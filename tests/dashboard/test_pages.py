@@ -71,7 +71,10 @@ async def test_jobs_list_filters_and_pages_by_keyset(
     assert older, page
     _, page2 = await dashboard.get(html.unescape(older.group(1)))
     assert [int(m) for m in re.findall(r'<tr data-job="(\d+)"', page2)] == ids[::-1][3:]
-    _, found = await dashboard.get("/jobs?error=dns+LOOKUP")
+    cancelled = await insert(direct, status="cancelled", error="dns lookup: retrying")
+    _, found = await dashboard.get("/jobs?error=dns+LOOKUP")  # each status's index, merged
+    assert re.findall(r'<tr data-job="(\d+)"', found) == [str(cancelled), str(failed)]
+    _, found = await dashboard.get("/jobs?error=dns+LOOKUP&status=failed")
     assert re.findall(r'<tr data-job="(\d+)"', found) == [str(failed)]
     _, by_domain = await dashboard.get("/jobs?domain=d2.test")
     assert re.findall(r'<tr data-job="(\d+)"', by_domain) == [str(ids[2])]
