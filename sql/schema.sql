@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0010 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0011 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -37,8 +37,9 @@
 --               enqueue_batch_children), by sitemap_worker_retry (a transient error with
 --               attempts left, run_at = now() + backoff), by sitemap_worker_release (a
 --               worker shutting down hands an unfinished job back, no attempt burned),
---               and by jobs_rerun_batch_children (a person sets a batch back: its failed
---               and cancelled children run again).
+--               by jobs_rerun_batch_children (a person sets a batch back: its failed
+--               and cancelled children run again), and by sitemap_worker_requeue (a
+--               person retries a failed or cancelled job through the HTTP API).
 --   processing  entered by sitemap_worker_claim: from pending, or from processing whose
 --               lease expired or that has no lease (its worker died) unless it still waits
 --               on children. sitemap_worker_detach keeps a fanned-out batch processing
@@ -58,7 +59,8 @@
 --               no attempts left), by sitemap_worker_claim itself (a job at the limit of
 --               10000 attempts), and on INSERT by enqueue_batch_children (an invalid
 --               domain, never run).
---   cancelled   entered only by a person: UPDATE jobs SET status = 'cancelled' WHERE ...;
+--   cancelled   entered only by a person: UPDATE jobs SET status = 'cancelled' WHERE ...,
+--               or sitemap_worker_cancel (the HTTP API's cancel, the same with a guard);
 --               jobs_cancel_children then cancels a cancelled batch's unfinished children.
 --
 -- Side effects of every status change (triggers, at the end of this file): jobs_touch
@@ -98,6 +100,14 @@ CREATE TABLE jobs (
     -- Batch counters (migration 0008), kept by the counting triggers below.
     children_total   integer     NOT NULL DEFAULT 0,
     children_ended   integer     NOT NULL DEFAULT 0,
+    -- The HTTP API (migration 0011): whose job it is (generated from the payload, so a
+    -- plain INSERT with a tenant in its payload counts too), what the client keeps with it,
+    -- and the Idempotency-Key it was submitted with.
+    tenant_id        text GENERATED ALWAYS AS (payload ->> 'tenant_id') STORED,
+    meta             jsonb
+        CONSTRAINT jobs_meta_object CHECK (meta IS NULL OR jsonb_typeof(meta) = 'object'),
+    idempotency_key  text
+        CONSTRAINT jobs_idempotency_key_length CHECK (octet_length(idempotency_key) <= 255),
     -- Bounds (migration 0008): the claim survives every row the table accepts.
     CONSTRAINT jobs_attempts_range CHECK (attempts BETWEEN 0 AND 10000),
     CONSTRAINT jobs_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 1000),
@@ -113,6 +123,10 @@ COMMENT ON COLUMN jobs.attempts IS
 COMMENT ON COLUMN jobs.children_total IS 'child jobs (parent_id = this job), kept by trigger';
 COMMENT ON COLUMN jobs.children_ended IS
     'child jobs in completed, failed or cancelled, kept by trigger; a batch ends when it reaches children_total';
+COMMENT ON COLUMN jobs.tenant_id IS 'payload->>''tenant_id'' (generated): whose job it is';
+COMMENT ON COLUMN jobs.meta IS 'a JSON object the submitting client keeps with the job';
+COMMENT ON COLUMN jobs.idempotency_key IS
+    'the Idempotency-Key a client sent: one job per key and tenant';
 
 -- The claim scans only runnable rows: a small partial index that stays small however
 -- many finished jobs the table keeps.
@@ -123,6 +137,17 @@ CREATE INDEX jobs_leases_idx
     ON jobs (lease_expires_at) WHERE status = 'processing';
 CREATE INDEX jobs_parent_idx ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX jobs_created_idx ON jobs (created_at DESC);
+-- The HTTP API (migration 0011): one job per Idempotency-Key and tenant, so two racing
+-- POSTs make one job; keyset lists, newest first, per tenant, per tenant and status, per
+-- status and per scanned domain, that stay fast on millions of rows (partial where they
+-- can be: jobs without a tenant cost the tenant indexes nothing).
+CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (tenant_id, idempotency_key) NULLS NOT DISTINCT
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_tenant_idx ON jobs (tenant_id, id) WHERE tenant_id IS NOT NULL;
+CREATE INDEX jobs_tenant_status_idx ON jobs (tenant_id, status, id) WHERE tenant_id IS NOT NULL;
+CREATE INDEX jobs_status_idx ON jobs (status, id);
+CREATE INDEX jobs_domain_idx ON jobs ((payload ->> 'domain'), id)
+    WHERE job_type = 'sitemap_scan';
 
 -- Job rows churn: vacuum the table early and often (queues.md §4.4).
 ALTER TABLE jobs SET (
@@ -199,6 +224,33 @@ COMMENT ON COLUMN sitemap_urls.job_id IS
     'jobs.id (no foreign key: rows go with their sitemap file by trigger, see migration 0007)';
 COMMENT ON COLUMN sitemap_urls.sitemap_file_id IS
     'sitemap_files.id (no foreign key: rows go with their file by trigger, see migration 0007)';
+
+-- HTTP API keys (migration 0011): `sitemap-worker api-key create|list|revoke`. Only a
+-- SHA-256 of each key is kept (a key is 256 random bits: nothing to brute-force), with a
+-- short visible prefix for listing and revoking. Kinds: 'tenant' (its tenant's jobs),
+-- 'admin' (every tenant's), 'read_only' (its tenant's, or every tenant's without one;
+-- changes nothing).
+CREATE TABLE api_keys (
+    id           bigint      GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tenant_id    text,
+    name         text        NOT NULL DEFAULT '',
+    kind         text        NOT NULL
+        CONSTRAINT api_keys_kind_valid CHECK (kind IN ('tenant', 'admin', 'read_only')),
+    prefix       text        NOT NULL,
+    key_hash     bytea       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz,
+    last_used_at timestamptz,
+    CONSTRAINT api_keys_tenant_needed CHECK (kind <> 'tenant' OR tenant_id IS NOT NULL)
+);
+
+COMMENT ON TABLE api_keys IS
+    'HTTP API keys: sitemap-worker api-key create|list|revoke; only a SHA-256 of each key is kept';
+COMMENT ON COLUMN api_keys.prefix IS 'the first characters of the key, shown in listings';
+COMMENT ON COLUMN api_keys.key_hash IS 'sha256 of the whole key';
+
+CREATE UNIQUE INDEX api_keys_hash_key ON api_keys (key_hash);
+CREATE UNIQUE INDEX api_keys_prefix_key ON api_keys (prefix);
 
 -- ===================================================================================
 -- Status transitions: every function that changes jobs.status, with its guard
@@ -466,6 +518,41 @@ BEGIN
         PERFORM sitemap_worker_finish_batch(detached);  -- a new snapshot, under the lock
     END IF;
     RETURN detached;
+END $$;
+
+-- pending or processing -> cancelled, by a person through the HTTP API (the same as
+-- `UPDATE jobs SET status = 'cancelled'` from psql, with a guard). A processing job's
+-- worker learns it at its next heartbeat or phase end and stops; a cancelled batch
+-- cancels its unfinished children (jobs_cancel_children). Returns the id, or null when the
+-- job is missing, another tenant's (p_tenant null: any tenant's) or already ended.
+CREATE FUNCTION sitemap_worker_cancel(p_id bigint, p_tenant text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    touched bigint;
+BEGIN
+    UPDATE jobs SET status = 'cancelled'
+     WHERE id = p_id AND (p_tenant IS NULL OR tenant_id = p_tenant)
+       AND status IN ('pending', 'processing')
+    RETURNING id INTO touched;
+    RETURN touched;
+END $$;
+
+-- failed or cancelled -> pending, by a person through the HTTP API: the job runs again
+-- from the start, attempts reset, error and result cleared (what README's "retry a failed
+-- job by hand" does). A batch re-runs its failed and cancelled children
+-- (jobs_rerun_batch_children). Returns the id, or null as sitemap_worker_cancel does.
+CREATE FUNCTION sitemap_worker_requeue(p_id bigint, p_tenant text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    touched bigint;
+BEGIN
+    UPDATE jobs
+       SET status = 'pending', attempts = 0, error = NULL, result = NULL, progress = 0,
+           run_at = now(), owner = NULL, lease_expires_at = NULL
+     WHERE id = p_id AND (p_tenant IS NULL OR tenant_id = p_tenant)
+       AND status IN ('failed', 'cancelled')
+    RETURNING id INTO touched;
+    RETURN touched;
 END $$;
 
 -- ===================================================================================

@@ -1,4 +1,5 @@
-"""`sitemap-worker` command line: migrate, run, enqueue, scan, status, health, prune, bench."""
+"""`sitemap-worker` command line: migrate, run, enqueue, scan, status, health, prune, serve,
+api-key, bench."""
 
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await _prune(urls, settings, args)
         if args.command == "scan":
             return await _scan(urls, settings, args)
+        if args.command == "serve":
+            from .api.serve import serve as serve_api
+
+            await serve_api(
+                urls,
+                settings,
+                host=args.host,
+                port=args.port,
+                with_worker=args.with_worker,
+                concurrency=args.concurrency,
+            )
+            return 0
+        if args.command == "api-key":
+            from .cli_keys import api_key
+
+            return await api_key(urls, settings, args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

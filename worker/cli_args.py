@@ -86,7 +86,7 @@ def age(text: str) -> timedelta:
 def text(value: str) -> str:
     """A name PostgreSQL can store: text cannot hold NUL, and UTF-8 has no lone surrogates
     (which is what undecodable bytes in argv become)."""
-    problem = _text_problem(value)
+    problem = text_problem(value)
     if problem:
         raise argparse.ArgumentTypeError(f"{problem}: {value!r}")
     return value
@@ -102,7 +102,7 @@ def payload(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"must be a JSON object ({{...}}), not {type(parsed).__name__}"
         )
-    problem = _json_problem(parsed)
+    problem = json_problem(parsed)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
@@ -116,7 +116,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _json_problem(value: Any) -> str | None:
+def json_problem(value: Any) -> str | None:
     """A string jsonb cannot store, anywhere in the document (iteratively: json.loads has
     already bounded the depth)."""
     stack = [value]
@@ -127,12 +127,12 @@ def _json_problem(value: Any) -> str | None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str) and (problem := _text_problem(item)):
+        elif isinstance(item, str) and (problem := text_problem(item)):
             return f"holds a string PostgreSQL cannot store: it {problem}"
     return None
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     if "\x00" in value:
         return "contains \\u0000 (NUL)"
     if any("\ud800" <= ch <= "\udfff" for ch in value):
@@ -230,6 +230,38 @@ def build_parser() -> Parser:
     )
     health.add_argument("--timeout", type=seconds(0, 3600), default=5.0, help="seconds per check")
 
+    serve = sub.add_parser(
+        "serve", help="serve the HTTP API (/api/v3) and the dashboard (/) until SIGINT/SIGTERM"
+    )
+    serve.add_argument(
+        "--host",
+        type=text,
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; any other needs an API key in the database)",
+    )
+    serve.add_argument("--port", type=integer(0, 65535, "a TCP port"), default=8080)
+    serve.add_argument(
+        "--with-worker", action="store_true", help="also run a worker in this process"
+    )
+    serve.add_argument(
+        "--concurrency", type=concurrency, help="the worker's jobs at once (with --with-worker)"
+    )
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
+
+    keys = sub.add_parser("api-key", help="create, list or revoke HTTP API keys")
+    key_sub = keys.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    create = key_sub.add_parser("create", help="make a key; it is printed once, as the last line")
+    create.add_argument("--tenant", type=text, help="the tenant whose jobs the key sees")
+    kind = create.add_mutually_exclusive_group()
+    kind.add_argument("--admin", action="store_true", help="sees and acts on every tenant's jobs")
+    kind.add_argument(
+        "--read-only", action="store_true", help="sees jobs (its tenant's, or all), changes nothing"
+    )
+    create.add_argument("--name", type=text, default="", help="a label shown by `api-key list`")
+    key_sub.add_parser("list", help="every key: id, prefix, kind, tenant, name, dates")
+    revoke = key_sub.add_parser("revoke", help="revoke a key by its id or prefix")
+    revoke.add_argument("key", type=text, metavar="ID_OR_PREFIX")
+
     # Its options are the benchmark's own (tests/benchmarks/command.py): cli.main hands it
     # everything after `bench`; this entry lists it in --help.
     sub.add_parser(
@@ -241,6 +273,13 @@ def build_parser() -> Parser:
 
 def check_combinations(args: argparse.Namespace) -> None:
     """Options that parse alone but contradict each other: said, never silently ignored."""
+    if args.command == "serve" and args.concurrency is not None and not args.with_worker:
+        _refuse("serve", "--concurrency goes with --with-worker")
+    if args.command == "api-key" and args.key_command == "create":
+        if not (args.admin or args.read_only) and not args.tenant:
+            _refuse("api-key", "a tenant key needs --tenant T (or give --admin or --read-only)")
+        if args.tenant is not None and not args.tenant.strip():
+            _refuse("api-key", "--tenant must not be empty")
     if args.command != "enqueue":
         return
     if args.job_type:

@@ -30,7 +30,7 @@ _BAD_URL = (asyncpg.ClientConfigurationError, ValueError, OverflowError)
 def may_migrate(args: argparse.Namespace, urls: Urls) -> bool:
     if args.command in ("migrate", "bench"):
         return True
-    if args.command in ("run", "scan"):
+    if args.command in ("run", "scan", "serve"):
         return not args.no_migrate
     return urls.embedded
 
@@ -43,7 +43,9 @@ async def prepare(args: argparse.Namespace, urls: Urls, settings: Settings) -> l
             await _check_reachable(name, dsn, settings)
     if may_migrate(args, urls):
         return await migrate(urls.direct, settings)
-    await _check_schema(urls.direct, settings, current=args.command in ("run", "scan"))
+    await _check_schema(
+        urls.direct, settings, current=args.command in ("run", "scan", "serve", "api-key")
+    )
     return []
 
 

@@ -265,6 +265,21 @@ class Settings(BaseSettings):
         description="Address the metrics endpoint binds (`0.0.0.0` in a container).",
     )
 
+    api_max_batch_domains: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Most domains one POST /api/v3/sitemap/batch may carry (more: 422); "
+        "at most the batch job's own limit, 10,000.",
+    )
+    api_session_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="Signs the dashboard's session cookies; unset: a random secret per "
+        "server start (sessions then end when the server restarts). Set one shared value "
+        "when several `serve` processes sit behind one address.",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

@@ -21,6 +21,14 @@ class Scope:
     admin: bool
     read_only: bool = False
     key_id: int | None = None  # None: no key (the open loopback server)
+    # The tenant a job this request submits belongs to: a tenant key's own; an admin key's
+    # tenant if it was created with one (it still sees every tenant's jobs), else none.
+    home_tenant: str | None = None
+
+    @property
+    def submit_tenant(self) -> str | None:
+        """The tenant stored on a job this request creates (never one from the body)."""
+        return self.tenant_id if self.tenant_id is not None else self.home_tenant
 
     def sees(self, tenant_id: str | None) -> bool:
         """May this request see a job of `tenant_id`? Another tenant's job must look missing."""
