@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0011 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0012 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
