@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0012 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0013 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -417,6 +417,10 @@ CREATE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- Rows locked in id order, as sitemap_worker_complete does: a renewal and a completion
+    -- of the same worker's jobs in flight at once never deadlock (migration 0013).
+    PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
+        FOR NO KEY UPDATE;
     RETURN QUERY
     UPDATE jobs
        SET lease_expires_at = statement_timestamp() + make_interval(secs => p_lease_seconds)
@@ -430,6 +434,10 @@ CREATE FUNCTION sitemap_worker_complete(p_owner text, p_ids bigint[], p_results 
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- Rows locked in id order, as sitemap_worker_renew does: a renewal and a completion
+    -- of the same worker's jobs in flight at once never deadlock (migration 0013).
+    PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
+        FOR NO KEY UPDATE;
     RETURN QUERY
     UPDATE jobs j
        SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
