@@ -396,6 +396,7 @@ class JobLoop:
             ids = [*self.running, *self.outcomes.renewable()]
             if not ids:
                 continue
+            began = time.monotonic()  # the leases run from about now, and `ids` is as of now
             try:
                 # Cancelled at exit: a renewal in flight ends first.
                 rows = await connections.pooled_transaction_to_end(
@@ -410,7 +411,7 @@ class JobLoop:
                 failing = True
                 continue
             failing = False
-            self.outcomes.renewed_at = time.monotonic()
+            self.outcomes.renewed_at = began
             self.outcomes.database_answered()
             alive = {r["id"] for r in rows}
             for job_id in ids:

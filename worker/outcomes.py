@@ -79,7 +79,8 @@ class OutcomeWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._retry_now = asyncio.Event()  # the database answered someone: retry at once
-        self.renewed_at = time.monotonic()  # set by the heartbeat on each renewal
+        # When the heartbeat's last successful renewal began (its list of jobs is as of then).
+        self.renewed_at = time.monotonic()
         self.written = 0
         self.write_timeout = write_timeout(settings)
 
@@ -205,15 +206,27 @@ class OutcomeWriter:
                     return
                 if delay == 0.05:
                     log.warning("cannot write job outcomes yet (%s); retrying", describe(exc))
-                # The jobs hold their slots meanwhile: a renewal or a claim that gets an
-                # answer cuts the wait short, and it never exceeds a second.
-                self._retry_now.clear()
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._retry_now.wait()
-                except TimeoutError:
-                    pass
+                await self._pause_before_retry(time.monotonic(), delay)
                 delay = min(delay * 2, RETRY_DELAY_CAP)
+
+    async def _pause_before_retry(self, failed_at: float, delay: float) -> None:
+        """Wait until the heartbeat has renewed the jobs since the failure, then retry at once.
+
+        While the write held their rows the heartbeat left them out; a retry that took them
+        again straight away could hold them past their lease, and another worker's claim
+        would take a job whose outcome we are about to write. The jobs keep their slots
+        meanwhile. The wait is bounded (two heartbeats, at most a quarter lease, at least
+        `delay`): a stop in progress or a database that does not answer never holds it."""
+        heartbeat = self._settings.heartbeat_interval.total_seconds()
+        lease = self._settings.lease.total_seconds()
+        limit = max(delay, min(2 * heartbeat, lease / 4))
+        try:
+            async with asyncio.timeout(limit):
+                while self.renewed_at <= failed_at:
+                    self._retry_now.clear()
+                    await self._retry_now.wait()
+        except TimeoutError:
+            pass
 
     async def _write(self, batch: list[Outcome]) -> None:
         completed = [o for o in batch if o.kind == "completed"]
