@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 
 import asyncpg
 
@@ -58,7 +59,7 @@ async def serve(
     listen_task = asyncio.create_task(listener.run(), name="listener") if listener else None
     ready_task = asyncio.create_task(_announce(worker, listener, concurrency))
     if handle_signals:
-        _install_signals(worker)
+        install_stop_signals(worker.stopping.is_set, worker.request_stop)
     stopper = asyncio.create_task(_stop_on(stop, worker)) if stop is not None else None
     # A stopping worker claims nothing more: the listener goes at once, off the grace's
     # critical path, instead of after the jobs.
@@ -72,7 +73,7 @@ async def serve(
         if unlisten is not None:
             unlisten.cancel()
         if handle_signals:
-            _remove_signals()
+            remove_stop_signals()
         if listener is not None and listen_task is not None:
             await listener.stop()
             await _bounded(listen_task, _time_left(worker, LISTENER_STOP_WAIT))
@@ -157,24 +158,26 @@ async def _announce(worker: JobLoop, listener: Listener | None, concurrency: int
     log.info("worker %s ready: %s, concurrency %d", worker.owner, mode, concurrency)
 
 
-def _install_signals(worker: JobLoop) -> None:
+def install_stop_signals(is_stopping: Callable[[], bool], request_stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT ask for a graceful stop; a second one exits at once. Shared by `run`,
+    `scan` and `serve`."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
-        if worker.stopping.is_set():
+        if is_stopping():
             log.warning(
                 "second %s: exiting now; leases expire and other workers re-claim",
                 signal.Signals(signum).name,
             )
             os._exit(130)
         log.info("%s: stopping (send it again to exit at once)", signal.Signals(signum).name)
-        worker.request_stop()
+        request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
 
-def _remove_signals() -> None:
+def remove_stop_signals() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)

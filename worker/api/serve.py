@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import sys
 
 from aiohttp import web
 
 from .. import connections
 from ..cli_errors import CliError
 from ..database_urls import Urls
+from ..runner import install_stop_signals, remove_stop_signals
 from ..settings import Settings
 from .app import build_app
 from .auth import is_loopback, keys_exist
@@ -67,7 +65,7 @@ async def serve(
             raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
         print(f"serving on {_address(runner, host, port)} (API docs: /api/docs)", flush=True)
         if handle_signals:
-            _install_signals(stop)
+            install_stop_signals(stop.is_set, stop.set)
         if with_worker:
             from ..runner import serve as run_worker
 
@@ -84,7 +82,7 @@ async def serve(
     finally:
         stop.set()
         if handle_signals:
-            _remove_signals()
+            remove_stop_signals()
         if worker_task is not None:
             await asyncio.wait([worker_task])
         if runner is not None:
@@ -102,24 +100,3 @@ def _address(runner: web.AppRunner, host: str, port: int) -> str:
             break
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
-
-
-def _install_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            sys.stderr.flush()
-            os._exit(130)
-        log.info("%s: stopping (send it again to exit at once)", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-
-def _remove_signals() -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
