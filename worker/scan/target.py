@@ -48,6 +48,21 @@ class Target:
         """The first origin to try."""
         return self.origins[0]
 
+    @property
+    def domain(self) -> str:
+        """The site's name in the `domains` table: one row however the domain was written.
+
+        Host, plus `:port` unless the port is the default of the scheme given (or of either
+        scheme, for a bare name); no scheme and no path: `https://Example.com/`,
+        `example.com.` and `EXAMPLE.com:443` are all `example.com`.
+        """
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port is None or self.port == _DEFAULT_PORTS.get(self.scheme or "", 0):
+            return shown
+        if self.scheme is None and self.port in _DEFAULT_PORTS.values():
+            return shown
+        return f"{shown}:{self.port}"
+
 
 def parse_target(value: object) -> Target:
     """Parse a `domain` payload value; raise ValueError saying what is wrong."""
@@ -82,6 +97,11 @@ def parse_target(value: object) -> Target:
     host = _normalise_host(host_text)
     path = tail.split("?", 1)[0].split("#", 1)[0]
     return Target(host, port, scheme, path, _origins(host, port, scheme))
+
+
+def domain_key(value: object) -> str:
+    """The normalised domain of a `domain` value (see `Target.domain`); ValueError if invalid."""
+    return parse_target(value).domain
 
 
 def _split_port(authority: str) -> tuple[str, int | None]:

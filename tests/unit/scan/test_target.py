@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.scan.target import Target, parse_target
+from worker.scan.target import Target, domain_key, parse_target
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,26 @@ def test_rejected_with_a_readable_message(value: object, message: str | None) ->
 def test_overlong_input_is_rejected_before_parsing() -> None:
     with pytest.raises(ValueError, match="domain is too long"):
         parse_target("a" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("given", "key"),
+    [
+        ("https://Example.com/path?q=1", "example.com"),
+        ("example.com.", "example.com"),
+        ("EXAMPLE.com:443", "example.com"),
+        ("http://example.com:80", "example.com"),
+        ("http://example.com:443", "example.com:443"),
+        ("127.0.0.1:8765", "127.0.0.1:8765"),
+        ("[::1]:80", "[::1]"),
+        ("https://[::1]:8443/x", "[::1]:8443"),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_domain_key_is_one_name_however_the_domain_is_written(given: str, key: str) -> None:
+    assert domain_key(given) == key
+
+
+def test_domain_key_refuses_what_the_worker_refuses() -> None:
+    with pytest.raises(ValueError, match="only http and https"):
+        domain_key("ftp://example.com")
