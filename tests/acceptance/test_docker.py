@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -249,7 +250,7 @@ def test_compose_sends_job_work_through_pgbouncer_and_listen_straight_to_postgre
     """LISTEN through a transaction pooler hears nothing, so only job work may go through
     PgBouncer; migrations go direct too, once, before any worker starts."""
     found = services()
-    assert set(found) == {"postgres", "pgbouncer", "migrate", "worker"}
+    assert set(found) == {"postgres", "pgbouncer", "migrate", "worker", "api"}
     worker, migrate, postgres = found["worker"], found["migrate"], found["postgres"]
     listen_port = int(pgbouncer_ini()["pgbouncer"]["listen_port"])
 
@@ -298,6 +299,33 @@ def test_compose_sends_job_work_through_pgbouncer_and_listen_straight_to_postgre
     assert parse_duration(worker["stop_grace_period"]) > grace
 
 
+def test_compose_api_serves_through_pgbouncer_on_host_loopback_after_migrate() -> None:
+    """The api service: requests' queries through PgBouncer, the event stream's LISTEN
+    direct; published on the host's loopback only; started after migrate, never migrating
+    itself; its healthcheck asks the API's own health route."""
+    found = services()
+    api, worker = found["api"], found["worker"]
+    for key in ("DATABASE_URL", "LISTEN_DATABASE_URL"):
+        assert api["environment"][key] == worker["environment"][key]
+    command = api["command"]
+    assert command[0] == "serve" and "--no-migrate" in command
+    port = command[command.index("--port") + 1]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert api["ports"] == [f"127.0.0.1:8080:{port}"]
+    assert services({"API_PORT": "9000"})["api"]["ports"] == [f"127.0.0.1:9000:{port}"]
+    assert api["depends_on"] == worker["depends_on"]
+    assert api["image"] == worker["image"]
+    test = api["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "sitemap-worker", "health", "--worker"]
+    assert test[4] == f"http://127.0.0.1:{port}/api/v3"
+    assert (
+        parse_duration(api["stop_grace_period"]) > Settings.model_fields["shutdown_grace"].default
+    )
+    # The session secret is optional (min 32 characters when set): no empty default.
+    assert "WORKER_API_SESSION_SECRET" not in api["environment"]
+    build_parser().parse_args(command)
+
+
 def test_every_compose_variable_has_a_default_and_overrides_reach_every_service() -> None:
     """`docker compose up` must work with no .env file, and one password must not drift
     between postgres, PgBouncer's userlist and the workers' URLs."""
@@ -320,6 +348,8 @@ def test_every_compose_variable_has_a_default_and_overrides_reach_every_service(
         ("worker", "DATABASE_URL"),
         ("worker", "LISTEN_DATABASE_URL"),
         ("migrate", "DATABASE_URL"),
+        ("api", "DATABASE_URL"),
+        ("api", "LISTEN_DATABASE_URL"),
     ):
         url = urlsplit(changed[service]["environment"][key])
         assert (url.username, url.password) == ("u2", "other-pw"), (service, key)
@@ -558,6 +588,83 @@ async def test_container_commands_migrate_run_through_pgbouncer_and_report_healt
     assert code != 0
     reason = (out + err).strip().splitlines()
     assert len(reason) == 1 and f":{port}" in reason[0], reason
+
+
+async def test_container_command_api_refuses_open_then_serves_keyed_through_pgbouncer(
+    pg_server: EmbeddedPostgres,
+    bouncer: PgBouncer,
+    empty_database: str,
+    container_path: dict[str, str],
+) -> None:
+    """The api service's command: bound to 0.0.0.0 with no key in the database it refuses
+    to start and says why; `api-key create --admin` in the same environment (what the
+    compose file tells you to run) prints a key; then serve answers through a real
+    PgBouncer, its compose healthcheck passes, requests need the key, and SIGTERM ends it
+    cleanly. Only the address differs: the serving run binds 127.0.0.1 on a free port."""
+    found = services()
+    api = found["api"]
+    image = Image.read()
+    hosts = {
+        "postgres": admin_dsn(pg_server, empty_database),
+        "pgbouncer": bouncer.dsn(empty_database),
+    }
+    image_env = {key: value for key, value in image.env.items() if key != "PATH"}
+    base = {**os.environ, **image_env, **container_path}
+    env = {**base, **localize(api["environment"], hosts, free_tcp_port())}
+    assert env["DATABASE_URL"] == hosts["pgbouncer"]
+
+    migrate_env = {**base, **localize(found["migrate"]["environment"], hosts, 0)}
+    code, _, err = await run_command([*image.entrypoint, *found["migrate"]["command"]], migrate_env)
+    assert code == 0, err
+
+    code, out, err = await run_command([*image.entrypoint, *api["command"]], env)
+    assert code != 0
+    assert "refusing to serve on 0.0.0.0 with no API key" in out + err
+
+    code, out, err = await run_command([*image.entrypoint, "api-key", "create", "--admin"], env)
+    assert code == 0, err
+    key = out.strip().splitlines()[-1]
+
+    port = free_tcp_port()
+    container_port = api["command"][api["command"].index("--port") + 1]
+    command = _replace_all(" ".join(api["command"]), {"0.0.0.0": "127.0.0.1"}).split()
+    command[command.index("--port") + 1] = str(port)
+    # serve prints "serving on ..." to stdout; the reader follows stderr: send both there.
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        'exec "$@" 1>&2',
+        "sh",
+        *image.entrypoint,
+        *command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    server = WorkerProcess(proc)
+    try:
+        await server.wait_for_line(f"serving on .*:{port}", timeout=30)
+        health = [
+            part.replace(f":{container_port}/", f":{port}/")
+            for part in api["healthcheck"]["test"][1:]
+        ]
+        code, out, err = await run_command(health, env)
+        assert code == 0, out + err
+
+        base_url = f"http://127.0.0.1:{port}/api/v3"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base_url}/jobs") as resp:
+                assert resp.status == 401
+            headers = {"Authorization": f"Bearer {key}"}
+            async with session.get(f"{base_url}/jobs", headers=headers) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["jobs"] == []
+
+        server.signal(signal.SIGTERM)
+        assert await server.wait() == 0
+    finally:
+        await server.stop()
 
 
 async def test_compose_pgbouncer_service_runs_its_config_and_authenticates_with_scram(
