@@ -164,8 +164,8 @@ UPDATE sitemap_files
 -- Returns how many were new.
 -- $1 job, $2 file, then one array per column.
 WITH new_rows AS (
-    INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc, lastmod, lastmod_raw, changefreq,
-                              priority, images, videos, news, alternates)
+    INSERT INTO sitemap_urls_stored (job_id, sitemap_file_id, loc, lastmod, lastmod_raw,
+                                     changefreq, priority, images, videos, news, alternates)
     SELECT $1, $2, u.loc, u.lastmod, u.lastmod_raw, u.changefreq, u.priority,
            u.images::jsonb, u.videos::jsonb, u.news::jsonb, u.alternates::jsonb
       FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::real[],
@@ -177,8 +177,9 @@ WITH new_rows AS (
 SELECT count(*) FROM new_rows;
 
 -- name: stored_url_count :val
--- Page URLs a job has stored so far. $1 job.
-SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
+-- Page URLs a job has stored itself so far (files it carried over are carried again by a
+-- re-run, and counted then). $1 job.
+SELECT count(*) FROM sitemap_urls_stored WHERE job_id = $1;
 
 -- name: sitemap_tree :many
 -- $1 job.

@@ -230,7 +230,7 @@ class UrlWriter:
         names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
 
         async def copy(conn: asyncpg.Connection) -> int:
-            await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
+            await conn.copy_records_to_table("sitemap_urls_stored", records=rows, columns=names)
             return await self._count(conn, file_id, len(urls), len(rows), counted)
 
         try:
