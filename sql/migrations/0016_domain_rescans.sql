@@ -42,6 +42,10 @@ ALTER TABLE sitemap_files
     ADD COLUMN content_hash text,
     ADD COLUMN children     text[];
 
+-- Files of earlier scans: their URL rows are their own (url_count is close enough for what
+-- reads it: whether a file has rows at all; they have no content_hash, so none is carried).
+UPDATE sitemap_files SET stored_urls = url_count WHERE url_count > 0;
+
 COMMENT ON COLUMN sitemap_files.urls_job_id IS
     'carried over: the job whose URL rows this unchanged file shows (null: its own rows)';
 COMMENT ON COLUMN sitemap_files.urls_file_id IS
@@ -292,9 +296,9 @@ END $$;
 -- the previous scan counts as removed only when this scan was complete (p_complete) or read
 -- whole the file that listed it: URLs of files this scan could not read are never "removed".
 -- First, a URL stored afresh that a carried-over file of the same job already shows is
--- dropped (a URL is once per job; URLs over 2,000 bytes are not checked). Writes url_changes
--- (a re-run replaces its rows); returns the counts (null without a previous scan) and how
--- many duplicate rows were dropped.
+-- dropped (a URL is once per job). Writes url_changes (a re-run replaces its rows); returns
+-- the counts (null without a previous scan) and how many duplicate rows were dropped. Every
+-- read follows the files read afresh, never the size of the site.
 CREATE FUNCTION sitemap_worker_scan_changes(p_job bigint, p_previous bigint,
                                             p_domain bigint, p_complete boolean)
 RETURNS TABLE (added bigint, removed bigint, changed bigint, duplicates bigint)
@@ -312,14 +316,14 @@ BEGIN
     SELECT array_agg(DISTINCT f.urls_file_id), array_agg(DISTINCT f.urls_job_id)
       INTO v_carried, v_carried_jobs
       FROM sitemap_files f WHERE f.job_id = p_job AND f.urls_file_id IS NOT NULL;
-    IF v_carried IS NOT NULL THEN
+    IF v_carried IS NOT NULL AND EXISTS (SELECT 1 FROM sitemap_files f
+                                          WHERE f.job_id = p_job AND f.urls_file_id IS NULL
+                                            AND f.stored_urls > 0) THEN
         WITH dropped AS (
             DELETE FROM sitemap_urls_stored u
-             WHERE u.job_id = p_job AND octet_length(u.loc) <= 2000
-               AND EXISTS (SELECT 1 FROM sitemap_urls_stored o
-                            WHERE o.job_id = ANY(v_carried_jobs) AND o.loc = u.loc
-                              AND octet_length(o.loc) <= 2000
-                              AND o.sitemap_file_id = ANY(v_carried))
+             USING sitemap_urls_stored mine
+             CROSS JOIN LATERAL sitemap_worker_url_hit(mine.loc, v_carried_jobs, v_carried) hit
+             WHERE mine.job_id = p_job AND u.id = mine.id
             RETURNING u.sitemap_file_id
         ), per_file AS (
             UPDATE sitemap_files f SET stored_urls = f.stored_urls - d.n
@@ -333,10 +337,12 @@ BEGIN
         RETURN NEXT;  -- nothing to compare against
         RETURN;
     END IF;
+    -- Files with URL rows only: the rest (indexes, errors, missing well-known paths) add
+    -- nothing to either side.
     SELECT array_agg(DISTINCT coalesce(f.urls_file_id, f.id)) INTO v_new
-      FROM sitemap_files f WHERE f.job_id = p_job;
+      FROM sitemap_files f WHERE f.job_id = p_job AND f.stored_urls > 0;
     SELECT array_agg(DISTINCT coalesce(f.urls_file_id, f.id)) INTO v_old
-      FROM sitemap_files f WHERE f.job_id = p_previous;
+      FROM sitemap_files f WHERE f.job_id = p_previous AND f.stored_urls > 0;
     v_new := coalesce(v_new, '{}');
     v_old := coalesce(v_old, '{}');
     IF v_new @> v_old AND v_old @> v_new THEN
@@ -344,46 +350,60 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    SELECT array_agg(k), coalesce(array_agg(DISTINCT j), '{}') INTO v_shared, v_shared_jobs
+    SELECT coalesce(array_agg(k), '{}'), coalesce(array_agg(DISTINCT j), '{}')
+      INTO v_shared, v_shared_jobs
       FROM (SELECT DISTINCT coalesce(f.urls_file_id, f.id) AS k,
                             coalesce(f.urls_job_id, f.job_id) AS j
               FROM sitemap_files f
              WHERE f.job_id = p_job AND coalesce(f.urls_file_id, f.id) = ANY(v_old)) s;
-    v_shared := coalesce(v_shared, '{}');
+    -- LATERAL: each file's rows by the (job_id, sitemap_file_id) index, never a scan of
+    -- every stored URL; the two sides then meet in one merge of sorted lists.
     WITH n AS MATERIALIZED (
         SELECT DISTINCT ON (u.loc) u.loc, u.lastmod
           FROM sitemap_files f
-          JOIN sitemap_urls_stored u
-            ON u.job_id = coalesce(f.urls_job_id, f.job_id)
-           AND u.sitemap_file_id = coalesce(f.urls_file_id, f.id)
-         WHERE f.job_id = p_job AND coalesce(f.urls_file_id, f.id) <> ALL(v_shared)
+          CROSS JOIN LATERAL (
+                SELECT s.loc, s.lastmod FROM sitemap_urls_stored s
+                 WHERE s.job_id = coalesce(f.urls_job_id, f.job_id)
+                   AND s.sitemap_file_id = coalesce(f.urls_file_id, f.id)) u
+         WHERE f.job_id = p_job AND f.stored_urls > 0
+           AND coalesce(f.urls_file_id, f.id) <> ALL(v_shared)
          ORDER BY u.loc
     ), p AS MATERIALIZED (
         SELECT DISTINCT ON (u.loc) u.loc, u.lastmod, f.url AS file_url
           FROM sitemap_files f
-          JOIN sitemap_urls_stored u
-            ON u.job_id = coalesce(f.urls_job_id, f.job_id)
-           AND u.sitemap_file_id = coalesce(f.urls_file_id, f.id)
-         WHERE f.job_id = p_previous AND coalesce(f.urls_file_id, f.id) <> ALL(v_shared)
+          CROSS JOIN LATERAL (
+                SELECT s.loc, s.lastmod FROM sitemap_urls_stored s
+                 WHERE s.job_id = coalesce(f.urls_job_id, f.job_id)
+                   AND s.sitemap_file_id = coalesce(f.urls_file_id, f.id)) u
+         WHERE f.job_id = p_previous AND f.stored_urls > 0
+           AND coalesce(f.urls_file_id, f.id) <> ALL(v_shared)
          ORDER BY u.loc
+    ), moved AS MATERIALIZED (
+        SELECT n.loc AS new_loc, n.lastmod AS new_mod, p.loc AS old_loc, p.lastmod AS old_mod,
+               p.file_url
+          FROM n FULL JOIN p ON p.loc = n.loc
+         WHERE n.loc IS NULL OR p.loc IS NULL OR n.lastmod IS DISTINCT FROM p.lastmod
     ), found AS (
-        SELECT 'added' AS change, n.loc, NULL::timestamptz AS before, n.lastmod AS after
-          FROM n LEFT JOIN p USING (loc)
-         WHERE p.loc IS NULL
-           AND NOT sitemap_worker_url_in_files(n.loc, v_shared_jobs, v_shared)
+        SELECT 'added' AS change, m.new_loc AS loc, NULL::timestamptz AS before,
+               m.new_mod AS after
+          FROM moved m
+          LEFT JOIN LATERAL sitemap_worker_url_hit(m.new_loc, v_shared_jobs, v_shared) hit
+            ON true
+         WHERE m.old_loc IS NULL AND hit IS NULL
         UNION ALL
-        SELECT 'removed', p.loc, p.lastmod, NULL
-          FROM p LEFT JOIN n USING (loc)
-         WHERE n.loc IS NULL
-           AND NOT sitemap_worker_url_in_files(p.loc, v_shared_jobs, v_shared)
+        SELECT 'removed', m.old_loc, m.old_mod, NULL
+          FROM moved m
+          LEFT JOIN LATERAL sitemap_worker_url_hit(m.old_loc, v_shared_jobs, v_shared) hit
+            ON true
+         WHERE m.new_loc IS NULL AND hit IS NULL
            AND (p_complete
                 OR EXISTS (SELECT 1 FROM sitemap_files r
-                            WHERE r.job_id = p_job AND md5(r.url) = md5(p.file_url)
+                            WHERE r.job_id = p_job AND md5(r.url) = md5(m.file_url)
                               AND r.status = 'ok' AND NOT r.truncated))
         UNION ALL
-        SELECT 'changed', n.loc, p.lastmod, n.lastmod
-          FROM n JOIN p USING (loc)
-         WHERE n.lastmod IS DISTINCT FROM p.lastmod
+        SELECT 'changed', m.new_loc, m.old_mod, m.new_mod
+          FROM moved m
+         WHERE m.new_loc IS NOT NULL AND m.old_loc IS NOT NULL
     ), written AS (
         INSERT INTO url_changes (domain_id, job_id, change, loc, lastmod_before, lastmod_after)
         SELECT p_domain, p_job, found.change, found.loc, found.before, found.after FROM found
@@ -397,18 +417,19 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- Whether one of the given files' URL rows (of the given jobs) holds p_loc: a probe of the
--- (job_id, loc) unique index per job, not a read of the files.
-CREATE FUNCTION sitemap_worker_url_in_files(p_loc text, p_jobs bigint[], p_files bigint[])
-RETURNS boolean LANGUAGE sql STABLE AS $$
-SELECT cardinality(p_files) > 0
-   AND CASE WHEN octet_length(p_loc) <= 2000
-            THEN EXISTS (SELECT 1 FROM sitemap_urls_stored o
-                          WHERE o.job_id = ANY(p_jobs) AND o.loc = p_loc
-                            AND octet_length(o.loc) <= 2000
-                            AND o.sitemap_file_id = ANY(p_files))
-            ELSE EXISTS (SELECT 1 FROM sitemap_urls_stored o
-                          WHERE o.job_id = ANY(p_jobs) AND md5(o.loc) = md5(p_loc)
-                            AND octet_length(o.loc) > 2000
-                            AND o.sitemap_file_id = ANY(p_files)) END
+-- One row when one of the given files' URL rows (of the given jobs) holds p_loc, else none:
+-- an index probe of (job_id, loc), or of md5(loc) for the long ones. A set-returning SQL
+-- function, so that the planner inlines it into the LATERAL join that calls it.
+CREATE FUNCTION sitemap_worker_url_hit(p_loc text, p_jobs bigint[], p_files bigint[])
+RETURNS SETOF integer LANGUAGE sql STABLE AS $$
+SELECT 1 FROM sitemap_urls_stored o
+ WHERE octet_length(p_loc) <= 2000
+   AND o.job_id = ANY(p_jobs) AND o.loc = p_loc AND octet_length(o.loc) <= 2000
+   AND o.sitemap_file_id = ANY(p_files)
+UNION ALL
+SELECT 1 FROM sitemap_urls_stored o
+ WHERE octet_length(p_loc) > 2000
+   AND o.job_id = ANY(p_jobs) AND md5(o.loc) = md5(p_loc) AND octet_length(o.loc) > 2000
+   AND o.sitemap_file_id = ANY(p_files)
+LIMIT 1
 $$;
