@@ -158,12 +158,17 @@ RETURNING s.id;
 UPDATE sitemap_files SET url_count = url_count + $2 WHERE id = $1;
 
 -- name: finish_sitemap_file :exec
--- $1 id, then what the fetch and the parse found; $15 URL rows stored under the file,
+-- $1 id, then what the fetch and the parse found; $15 URL rows this run stored under the
+-- file (the rows are counted: a re-run of the job finds an earlier run's rows too),
 -- $16 body hash (null: not read whole), $17 an index's children (JSON array text or null).
 UPDATE sitemap_files
    SET final_url = $2, kind = $3, status = $4, error = $5, url_count = $6, truncated = $7,
        http_status = $8, bytes = $9, bytes_uncompressed = $10, content_type = $11,
-       etag = $12, last_modified = $13, fetch_ms = $14, stored_urls = $15,
+       etag = $12, last_modified = $13, fetch_ms = $14,
+       stored_urls = greatest($15::integer,
+                              (SELECT count(*) FROM sitemap_urls_stored u
+                                WHERE u.job_id = sitemap_files.job_id
+                                  AND u.sitemap_file_id = $1)),
        content_hash = $16, children = CASE WHEN $17::text IS NOT NULL
                        THEN ARRAY(SELECT jsonb_array_elements_text($17::jsonb)) END,
        urls_job_id = NULL, urls_file_id = NULL, fetched_at = now()

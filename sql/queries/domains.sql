@@ -5,8 +5,9 @@
 -- name: link_scan_domain :one
 -- At the start of a scan: its domain row (created on first sight) and the link the end
 -- trigger reads; the domain remembers the payload (what a recurring scan enqueues) and
--- this scan as its active one. Returns the domain and its last completed scan, if that
--- job still exists (pruned: nothing to compare against).
+-- this scan as its active one. Returns the domain and the latest completed scan of it
+-- enqueued before this one (a re-run of this job compares against the same one; a pruned
+-- job has no domain_scans row: nothing to compare against).
 -- $1 job, $2 normalised domain, $3 payload (json text).
 WITH job AS (
     SELECT id, tenant_id FROM jobs WHERE id = $1
@@ -23,9 +24,10 @@ WITH job AS (
     ON CONFLICT (job_id) DO UPDATE SET domain_id = EXCLUDED.domain_id
 )
 SELECT d.id AS domain_id,
-       (SELECT j.id FROM jobs j
-         WHERE j.id = d.last_completed_job_id AND j.id <> $1
-           AND j.status = 'completed') AS previous_job_id
+       (SELECT s.job_id FROM domain_scans s
+         WHERE s.domain_id = d.id AND s.status = 'completed' AND s.job_id < $1
+         ORDER BY s.job_id DESC
+         LIMIT 1) AS previous_job_id
   FROM d;
 
 -- name: previous_files :many

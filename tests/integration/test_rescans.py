@@ -305,3 +305,48 @@ async def test_url_pages_merge_carried_and_fresh_rows_in_id_order(pool, private,
                 "SELECT id FROM sitemap_urls WHERE job_id = $1", second["id"]
             )
         }
+
+
+async def test_a_rescan_run_again_stores_nothing_twice(pool, private, direct):
+    """A re-run (after a crash or a retry by hand) carries its files again over its own
+    rows and computes its changes again: the same result, no row twice."""
+    async with ConditionalSite() as site:
+        build(site, {0: pages(0, 30), 1: pages(1, 30)})
+        await scan(pool, private, direct, site.origin)
+        site.set("/part-1.xml", urlset(*pages(1, 35)))
+        second, r2 = await scan(pool, private, direct, site.origin)
+        rows = await stored_rows(direct)
+        urls = await job_urls(direct, second["id"])
+        await direct.execute(
+            "UPDATE jobs SET status = 'pending', attempts = 0, run_at = now() WHERE id = $1",
+            second["id"],
+        )
+        worker = JobLoop(pool, private, default_registry(), concurrency=1, burst=True)
+        await asyncio.wait_for(worker.run(), 60)
+        again = await direct.fetchrow("SELECT * FROM jobs WHERE id = $1", second["id"])
+        r3 = json.loads(again["result"])
+        assert again["status"] == "completed"
+        assert (
+            (r3["added"], r3["removed"], r3["changed"], r3["url_count"])
+            == (
+                r2["added"],
+                r2["removed"],
+                r2["changed"],
+                r2["url_count"],
+            )
+            == (5, 0, 0, 65)
+        )
+        assert await stored_rows(direct) == rows
+        assert await job_urls(direct, second["id"]) == urls
+        assert (
+            await direct.fetchval(
+                "SELECT count(*) FROM url_changes WHERE job_id = $1", second["id"]
+            )
+            == 5
+        )
+        assert (
+            await direct.fetchval(
+                "SELECT count(*) FROM domain_scans WHERE job_id = $1", second["id"]
+            )
+            == 1
+        )
