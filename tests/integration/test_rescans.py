@@ -278,7 +278,13 @@ async def test_prune_keeps_what_a_later_scan_still_shows(pool, private, direct):
         # part 0's rows were read by the first scan, part 1's by the second: both kept
         assert await job_urls(direct, third["id"]) == expected
         assert await stored_rows(direct) == 110
+        # a later scan carries the same rows over again, and compares against the third
+        fourth, r4 = await scan(pool, private, direct, site.origin)
+        assert r4["previous_job_id"] == third["id"] and r4["unchanged_files"] == 3
+        assert await job_urls(direct, fourth["id"]) == expected
         await direct.execute("DELETE FROM jobs WHERE id = $1", third["id"])
+        assert await stored_rows(direct) == 110  # the fourth still shows them
+        await direct.execute("DELETE FROM jobs WHERE id = $1", fourth["id"])
         assert await stored_rows(direct) == 0
 
 
