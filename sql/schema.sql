@@ -1220,7 +1220,7 @@ RETURNS TABLE (domain_id bigint, job_id bigint) LANGUAGE plpgsql AS $$
 DECLARE
     d record;
     v_job bigint;
-    v_now timestamptz := statement_timestamp();
+    v_now timestamptz := now();  -- the jobs' created_at: never before the due time it meets
 BEGIN
     FOR d IN
         SELECT * FROM domains

@@ -338,7 +338,8 @@ async def schedule_report(
     if late:
         print(
             f"  enqueued after its due time (previous end + 1 min): median {late[len(late) // 2]:.1f} s,"
-            f" p99 {late[int(len(late) * 0.99)]:.1f} s, max {late[-1]:.1f} s (jitter up to 6 s + tick ~5 s)"
+            f" p99 {late[int(len(late) * 0.99)]:.1f} s, max {late[-1]:.1f} s (jitter up to 6 s + tick ~5 s);"
+            f" min {late[0]:.3f} s"
         )
     print(
         f"  duplicates (enqueued before due): {early}; overlapping scans of one domain: {overlaps}"
