@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TICK = 5.0  # seconds between a worker's ticks, ±20% so that workers do not tick in step
 BATCH = 100  # domains per transaction: a backlog of due domains is taken in short steps
+FAILING_SLOWDOWN = 6  # while the tick fails (database down), tick this many times less often
 
 
 async def enqueue_due(pool: asyncpg.Pool, settings: Settings, limit: int = BATCH) -> list[int]:
@@ -53,7 +54,8 @@ async def run_schedule(
             if not failing:
                 log.warning("recurring scans: the schedule's tick failed (%s); retrying", exc)
             failing = True
-        try:
-            await asyncio.wait_for(stopping.wait(), every * random.uniform(0.8, 1.2))
+        try:  # a failing database is asked again less often (the worker's own loop is busy)
+            pause = every * (FAILING_SLOWDOWN if failing else 1)
+            await asyncio.wait_for(stopping.wait(), pause * random.uniform(0.8, 1.2))
         except TimeoutError:
             pass
