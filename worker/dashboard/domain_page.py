@@ -183,10 +183,10 @@ async def watch(request: web.Request) -> web.Response:
     app, scope = request.app, scope_of(request)
     try:
         ref = domain_ops.resolve(scope, raw, tenant)
-        seconds = DomainUpdate.model_validate({"rescan_interval": None if clear else typed})
-        value = seconds.rescan_interval
-        assert value is None or isinstance(value, int)
-        await domain_ops.set_interval(app[POOL], app[SETTINGS], scope, ref, value)
+        update = DomainUpdate.model_validate({"rescan_interval": None if clear else typed})
+        seconds = update.rescan_interval
+        assert seconds is None or isinstance(seconds, int)  # the model's validator made it so
+        await domain_ops.set_interval(app[POOL], app[SETTINGS], scope, ref, seconds)
     except (ApiError, ValidationError) as exc:
         if isinstance(exc, ApiError) and exc.status == 404:
             return error_page(request, 404, f"Domain {raw} was not found.")
