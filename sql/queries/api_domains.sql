@@ -23,13 +23,15 @@ SELECT id, tenant_id, domain, first_job_id, last_job_id, last_status, last_scann
 
 -- name: api_domain_get :one
 -- One domain. $1 its tenant (null: jobs without one; the caller already checked it may see
--- it), $2 the normalised name.
+-- it), $2 the normalised name. Not `IS NOT DISTINCT FROM`, which no index serves: planned
+-- with its values, the OR folds to `tenant_id = 'x'` or `tenant_id IS NULL`, and the unique
+-- index (tenant_id, domain) finds the row.
 SELECT id, tenant_id, domain, first_job_id, last_job_id, last_status, last_scanned_at,
        last_completed_job_id, last_completed_at, url_count, sitemap_count,
        extract(epoch FROM rescan_interval)::bigint AS rescan_seconds, next_scan_at,
        created_at, updated_at
   FROM domains
- WHERE tenant_id IS NOT DISTINCT FROM $1::text AND domain = $2;
+ WHERE (tenant_id = $1::text OR ($1::text IS NULL AND tenant_id IS NULL)) AND domain = $2;
 
 -- name: api_domain_scans :many
 -- A domain's ended scans, newest first (domain_scans_domain_idx). $1 domain id, $2 rows.

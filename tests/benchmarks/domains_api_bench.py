@@ -6,7 +6,7 @@ table of 100,000 rows (100 tenants, 10% watched) and one domain (tenant-7's big.
 ... SELECT generate_series. Then runs the real `sitemap-worker serve` process against it and
 measures over HTTP on 127.0.0.1 the domain list (first and deep keyset pages, a filter, a
 tenant key), one domain with its history, its changes (first page, since a job, one kind),
-its current URLs, and PUT of an interval.
+its current URLs, and PUT of an interval; and the dashboard's two Domains pages.
 
 Options: --domains N, --scans N, --changes N, --urls N, --repeat N, --name-index (add an
 index in the admin list's order, which migration 0014 does not have).
@@ -158,6 +158,10 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
         ("GET .../changes?change=removed&limit=1000",
          f"{d}/big.example/changes?change=removed&limit=1000", tenant_key),
         ("GET .../urls?limit=1000", f"{d}/big.example/urls?limit=1000", tenant_key),
+        ("dashboard /domains (admin)", "/domains", admin_key),
+        ("dashboard /domains (tenant key)", "/domains", tenant_key),
+        ("dashboard /domains/big.example (100 scans, 50 changes)", "/domains/big.example",
+         tenant_key),
     ]  # fmt: skip
     try:
         await wait_healthy(base, proc)
@@ -166,9 +170,9 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
         async with aiohttp.ClientSession() as http:
             for label, path, key in cases:
                 await timed(http, base + path, key, 1)
-                say(f"  {label:<50} {await timed(http, base + path, key, n)}")
+                say(f"  {label:<54} {await timed(http, base + path, key, n)}")
             put = await timed_put(http, f"{base}{d}/big.example", tenant_key, n)
-            say(f"  {'PUT /domains/big.example (rescan_interval)':<50} {put}")
+            say(f"  {'PUT /domains/big.example (rescan_interval)':<54} {put}")
     finally:
         proc.terminate()
         await proc.wait()
