@@ -139,7 +139,7 @@ async def list_domains(
             scope.tenant_id,
             query.tenant_id or None,
             query.watched,
-            query.prefix or None,
+            query.prefix.lower() if query.prefix else None,
             after[0] if after else None,
             after[1] if after else None,
             query.limit + 1,
