@@ -186,3 +186,26 @@ async def test_a_read_only_key_sees_the_form_disabled_and_is_refused(
     )
     assert status == 403
     assert await direct.fetchval("SELECT rescan_interval FROM domains") == timedelta(days=1)
+
+
+async def test_a_scans_job_page_links_to_its_domains_history(
+    dashboard: Dashboard, direct: asyncpg.Connection
+) -> None:
+    scan = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan',"
+        ' \'{"domain": "https://Example.com/blog", "tenant_id": "acme"}\') RETURNING id'
+    )
+    typo = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('sitemap_scan',"
+        ' \'{"domain": "exa mple.com", "tenant_id": "acme"}\') RETURNING id'
+    )
+    noop = await direct.fetchval(
+        "INSERT INTO jobs (job_type, payload) VALUES ('noop', $1) RETURNING id",
+        json.dumps({"tenant_id": "acme"}),
+    )
+    dashboard.scope = ACME
+    _, page = await dashboard.get(f"/jobs/{scan}")
+    assert '<dd id="domain-link"><a href="/domains/example.com?tenant=acme">example.com</a>' in page
+    for other in (typo, noop):
+        status, page = await dashboard.get(f"/jobs/{other}")
+        assert status == 200 and 'id="domain-link"' not in page
