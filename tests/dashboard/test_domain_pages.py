@@ -209,3 +209,24 @@ async def test_a_scans_job_page_links_to_its_domains_history(
     for other in (typo, noop):
         status, page = await dashboard.get(f"/jobs/{other}")
         assert status == 200 and 'id="domain-link"' not in page
+
+
+async def test_scan_now_is_offered_only_where_the_scan_would_be_this_domains(
+    dashboard: Dashboard, direct: asyncpg.Connection
+) -> None:
+    await history(direct)
+    dashboard.scope = ACME
+    _, page = await dashboard.get("/domains/example.com")
+    form = page.split('action="/submit/scan">', 1)[1].split("</form>", 1)[0]
+    assert 'name="domain" value="example.com"' in form and 'id="scan-now">' in form
+    status, location, _ = await dashboard.post("/submit/scan", {"domain": "example.com"})
+    assert status == 303 and location.startswith("/jobs/")
+    assert await direct.fetchval(
+        "SELECT tenant_id FROM jobs WHERE id = $1", int(location.rsplit("/", 1)[1])
+    ) == "acme"  # fmt: skip
+    dashboard.scope = Scope(tenant_id=None, admin=True)  # a scan it submits has no tenant
+    _, page = await dashboard.get("/domains/example.com?tenant=acme")
+    assert 'id="scan-now"' not in page
+    dashboard.scope = Scope(tenant_id="acme", admin=False, read_only=True, key_id=3)
+    _, page = await dashboard.get("/domains/example.com")
+    assert 'id="scan-now" disabled' in page

@@ -17,7 +17,7 @@ from ..api.scope import POOL, SETTINGS, scope_of
 from ..sql import q
 from .domains_list import domain_href, interval_text, watch_form
 from .html import Safe, esc, fill, join, tag
-from .layout import error_page, number, page, status_badge, table, when
+from .layout import can_act, error_page, number, page, status_badge, table, when
 
 HISTORY = 100  # scans shown
 RECENT_CHANGES = 50
@@ -54,7 +54,7 @@ async def _render(
     parts = [
         _facts(view),
         watch_form(request, view.domain, view.tenant_id, scope, interval),
-        _exports(view),
+        _exports(request, view),
         tag("h2", "Scans"),
         _history(view.scans),
         tag("h2", "Recent changes"),
@@ -103,17 +103,30 @@ def _facts(view: DomainView) -> Safe:
     )
 
 
-def _exports(view: DomainView) -> Safe:
+def _exports(request: web.Request, view: DomainView) -> Safe:
+    """The current URLs' exports, and "Scan now" (the submit form's own route) when a scan
+    this key submits would be this domain's: the same tenant."""
     base = view.urls_url + ("&" if "?" in view.urls_url else "?")
-    links = [
-        tag(
-            "a",
-            f"Current URLs as {fmt.upper()}",
-            class_="button secondary",
-            id=f"domain-export-{fmt}",
-            href=f"{base}format={fmt}",
+    scan = Safe("")
+    if scope_of(request).submit_tenant == view.tenant_id:
+        scan = fill(
+            '<form method="post" action="/submit/scan"><input type="hidden" name="domain" '
+            'value="{d}"><button type="submit" id="scan-now"{dis}>Scan now</button></form>',
+            d=view.domain,
+            dis=Safe("" if can_act(request) else ' disabled title="read-only key"'),
         )
-        for fmt in ("csv", "ndjson")
+    links: list[Safe] = [
+        scan,
+        *(
+            tag(
+                "a",
+                f"Current URLs as {fmt.upper()}",
+                class_="button secondary",
+                id=f"domain-export-{fmt}",
+                href=f"{base}format={fmt}",
+            )
+            for fmt in ("csv", "ndjson")
+        ),
     ]
     return fill('<div class="actions">{l}</div>', l=join(links))
 
