@@ -26,7 +26,7 @@ class DomainUpdate(BaseModel):
 
     rescan_interval: int | str | None = Field(
         description="Seconds (`3600`), ISO 8601 (`PT1H`, `P1D`) or words (`1 day`, `90 "
-        "minutes`); at least 1 minute, at most 366 days; null stops re-scans.",
+        "minutes`); at least 1 minute, at most 3650 days; null stops re-scans.",
         examples=["1 day", "PT1H", 3600, None],
     )
 

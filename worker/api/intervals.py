@@ -1,8 +1,8 @@
 """A domain's `rescan_interval` as people write it: seconds (`3600`), ISO 8601 (`PT1H`,
 `P1D`, `P1W`), or words (`1 day`, `90 minutes`, `1h 30m`). Months and years are refused:
 they have no fixed length, and "every month" is easier to reason about as `30 days`. The
-bounds are the table's (at least a minute) and a year at most, so `now() + interval` can
-never leave PostgreSQL's timestamp range."""
+bounds are the table's (at least a minute) and ten years at most (as the CLI's), so
+`now() + interval` can never leave PostgreSQL's timestamp range."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 
 MIN_SECONDS = 60
-MAX_SECONDS = 366 * 86400
+MAX_SECONDS = 3650 * 86400  # as `sitemap-worker domains watch --every` allows
 MAX_TEXT = 100
 _SHAPES = "must be seconds, a duration such as '1 day' or 'PT1H', or null"
 
@@ -73,7 +73,7 @@ def _bounded(seconds: int) -> int:
     if seconds < MIN_SECONDS:
         raise ValueError(f"must be at least 1 minute ({MIN_SECONDS} seconds), not {seconds} s")
     if seconds > MAX_SECONDS:
-        raise ValueError(f"must be at most 366 days ({MAX_SECONDS} seconds)")
+        raise ValueError(f"must be at most 3650 days ({MAX_SECONDS} seconds)")
     return seconds
 
 
