@@ -107,7 +107,9 @@ SELECT j.id, j.job_type, j.status, j.progress, j.attempts, j.error,
 -- $1 job, $2 url, $3 parent file id, $4 parent url, $5 depth, $6 source.
 INSERT INTO sitemap_files (job_id, url, parent_id, parent_url, depth, source, status, error)
 VALUES ($1, $2, $3, $4, $5, $6, 'error', 'not finished: the scan stopped before this file was done')
-ON CONFLICT (job_id, md5(url)) DO UPDATE SET fetched_at = now(), url_count = 0
+ON CONFLICT (job_id, md5(url)) DO UPDATE
+   SET fetched_at = now(), url_count = 0, stored_urls = 0, urls_job_id = NULL,
+       urls_file_id = NULL
 RETURNING id;
 
 -- name: record_sitemap_files :many
@@ -118,20 +120,25 @@ RETURNING id;
 -- $1 job, then one array per column: $2 url, $3 parent id, $4 parent url, $5 depth,
 -- $6 source, $7 final url, $8 kind, $9 status, $10 error, $11 url_count, $12 truncated,
 -- $13 http status, $14 bytes, $15 bytes uncompressed, $16 content type, $17 etag,
--- $18 last modified, $19 fetch ms.
+-- $18 last modified, $19 fetch ms, $20 URL rows stored, $21 body hash, $22 an index's
+-- children (each a JSON array as text, or null).
 INSERT INTO sitemap_files AS s (job_id, url, parent_id, parent_url, depth, source, final_url,
                                 kind, status, error, url_count, truncated, http_status, bytes,
-                                bytes_uncompressed, content_type, etag, last_modified, fetch_ms)
+                                bytes_uncompressed, content_type, etag, last_modified, fetch_ms,
+                                stored_urls, content_hash, children)
 SELECT $1, f.url, f.parent_id, f.parent_url, f.depth, f.source, f.final_url, f.kind, f.status,
        f.error, f.url_count, f.truncated, f.http_status, f.bytes, f.bytes_uncompressed,
-       f.content_type, f.etag, f.last_modified, f.fetch_ms
+       f.content_type, f.etag, f.last_modified, f.fetch_ms, f.stored_urls, f.content_hash,
+       CASE WHEN f.children IS NOT NULL
+            THEN ARRAY(SELECT jsonb_array_elements_text(f.children::jsonb)) END
   FROM unnest($2::text[], $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::text[],
               $8::text[], $9::text[], $10::text[], $11::integer[], $12::boolean[],
               $13::integer[], $14::bigint[], $15::bigint[], $16::text[], $17::text[],
-              $18::text[], $19::real[]) WITH ORDINALITY
+              $18::text[], $19::real[], $20::integer[], $21::text[], $22::text[])
+              WITH ORDINALITY
        AS f (url, parent_id, parent_url, depth, source, final_url, kind, status, error,
              url_count, truncated, http_status, bytes, bytes_uncompressed, content_type, etag,
-             last_modified, fetch_ms, n)
+             last_modified, fetch_ms, stored_urls, content_hash, children, n)
  ORDER BY f.n
 ON CONFLICT (job_id, md5(url)) DO UPDATE
    SET final_url = EXCLUDED.final_url, kind = EXCLUDED.kind, status = EXCLUDED.status,
@@ -139,7 +146,9 @@ ON CONFLICT (job_id, md5(url)) DO UPDATE
        http_status = EXCLUDED.http_status, bytes = EXCLUDED.bytes,
        bytes_uncompressed = EXCLUDED.bytes_uncompressed, content_type = EXCLUDED.content_type,
        etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified,
-       fetch_ms = EXCLUDED.fetch_ms, fetched_at = now()
+       fetch_ms = EXCLUDED.fetch_ms, stored_urls = EXCLUDED.stored_urls,
+       content_hash = EXCLUDED.content_hash, children = EXCLUDED.children,
+       urls_job_id = NULL, urls_file_id = NULL, fetched_at = now()
 RETURNING s.id;
 
 -- name: count_file_urls :exec
@@ -149,11 +158,15 @@ RETURNING s.id;
 UPDATE sitemap_files SET url_count = url_count + $2 WHERE id = $1;
 
 -- name: finish_sitemap_file :exec
--- $1 id, then what the fetch and the parse found.
+-- $1 id, then what the fetch and the parse found; $15 URL rows stored under the file,
+-- $16 body hash (null: not read whole), $17 an index's children (JSON array text or null).
 UPDATE sitemap_files
    SET final_url = $2, kind = $3, status = $4, error = $5, url_count = $6, truncated = $7,
        http_status = $8, bytes = $9, bytes_uncompressed = $10, content_type = $11,
-       etag = $12, last_modified = $13, fetch_ms = $14, fetched_at = now()
+       etag = $12, last_modified = $13, fetch_ms = $14, stored_urls = $15,
+       content_hash = $16, children = CASE WHEN $17::text IS NOT NULL
+                       THEN ARRAY(SELECT jsonb_array_elements_text($17::jsonb)) END,
+       urls_job_id = NULL, urls_file_id = NULL, fetched_at = now()
  WHERE id = $1;
 
 -- name: insert_sitemap_urls :val
@@ -164,8 +177,8 @@ UPDATE sitemap_files
 -- Returns how many were new.
 -- $1 job, $2 file, then one array per column.
 WITH new_rows AS (
-    INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc, lastmod, lastmod_raw, changefreq,
-                              priority, images, videos, news, alternates)
+    INSERT INTO sitemap_urls_stored (job_id, sitemap_file_id, loc, lastmod, lastmod_raw,
+                                     changefreq, priority, images, videos, news, alternates)
     SELECT $1, $2, u.loc, u.lastmod, u.lastmod_raw, u.changefreq, u.priority,
            u.images::jsonb, u.videos::jsonb, u.news::jsonb, u.alternates::jsonb
       FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::real[],
@@ -177,8 +190,9 @@ WITH new_rows AS (
 SELECT count(*) FROM new_rows;
 
 -- name: stored_url_count :val
--- Page URLs a job has stored so far. $1 job.
-SELECT count(*) FROM sitemap_urls WHERE job_id = $1;
+-- Page URLs a job has stored itself so far (files it carried over are carried again by a
+-- re-run, and counted then). $1 job.
+SELECT count(*) FROM sitemap_urls_stored WHERE job_id = $1;
 
 -- name: sitemap_tree :many
 -- $1 job.

@@ -131,6 +131,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 concurrency=args.concurrency,
             )
             return 0
+        if args.command == "domains":
+            from .cli_domains import domains
+
+            return await domains(urls, settings, args)
         if args.command == "api-key":
             from .cli_keys import api_key
 

@@ -262,6 +262,10 @@ def build_parser() -> Parser:
     revoke = key_sub.add_parser("revoke", help="revoke a key by its id or prefix")
     revoke.add_argument("key", type=text, metavar="ID_OR_PREFIX")
 
+    from .cli_domains import add_domains_parser  # here: it imports this module
+
+    add_domains_parser(sub)
+
     # Its options are the benchmark's own (tests/benchmarks/command.py): cli.main hands it
     # everything after `bench`; this entry lists it in --help.
     sub.add_parser(

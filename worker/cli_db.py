@@ -44,7 +44,9 @@ async def prepare(args: argparse.Namespace, urls: Urls, settings: Settings) -> l
     if may_migrate(args, urls):
         return await migrate(urls.direct, settings)
     await _check_schema(
-        urls.direct, settings, current=args.command in ("run", "scan", "serve", "api-key")
+        urls.direct,
+        settings,
+        current=args.command in ("run", "scan", "serve", "api-key", "domains"),
     )
     return []
 

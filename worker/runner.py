@@ -13,6 +13,7 @@ import asyncpg
 
 from . import connections
 from .database_urls import Urls
+from .domains.schedule import run_schedule
 from .endpoint import Endpoint
 from .engine import JobLoop
 from .jobs import default_registry
@@ -64,9 +65,14 @@ async def serve(
     # A stopping worker claims nothing more: the listener goes at once, off the grace's
     # critical path, instead of after the jobs.
     unlisten = asyncio.create_task(_stop_listener_on_stop(worker, listener)) if listener else None
+    # Recurring scans (issue 19): every long-running worker ticks the domains' schedule.
+    schedule = None if burst else asyncio.create_task(run_schedule(pool, settings, worker.stopping))
     try:
         await worker.run()
     finally:
+        if schedule is not None:
+            schedule.cancel()
+            await asyncio.gather(schedule, return_exceptions=True)
         ready_task.cancel()
         if stopper is not None:
             stopper.cancel()

@@ -26,10 +26,7 @@ SELECT u.id, u.sitemap_file_id, u.loc, u.lastmod, u.lastmod_raw, u.changefreq,
        u.priority::text AS priority, u.images::text AS images, u.videos::text AS videos,
        u.news::text AS news, u.alternates::text AS alternates
   FROM job LEFT JOIN LATERAL (
-        SELECT * FROM sitemap_urls s
-         WHERE s.job_id = job.id AND s.id > $3
-         ORDER BY s.id
-         LIMIT $4
+        SELECT * FROM sitemap_worker_job_urls(job.id, $3, $4)  -- migration 0016
        ) u ON true
  ORDER BY u.id;
 
@@ -46,10 +43,7 @@ SELECT u.id, json_build_object(
            'sitemap_file_id', u.sitemap_file_id, 'images', u.images, 'videos', u.videos,
            'news', u.news, 'alternates', u.alternates)::text AS line
   FROM job LEFT JOIN LATERAL (
-        SELECT * FROM sitemap_urls s
-         WHERE s.job_id = job.id AND s.id > $3
-         ORDER BY s.id
-         LIMIT $4
+        SELECT * FROM sitemap_worker_job_urls(job.id, $3, $4)  -- migration 0016
        ) u ON true
  ORDER BY u.id;
 

@@ -9,7 +9,8 @@ filter, a tenant key), one job's status, the sitemap tree, and the CSV and NDJSO
 1M-URL job (rows/s, and the server's peak RSS before and after, from /proc VmHWM).
 
 Options: --jobs N, --urls N, --repeat N (requests per figure), --keep-index (do not add the
-(job_id, id) index on sitemap_urls if the schema lacks it: shows the export without it).
+(job_id, sitemap_file_id, id) index on sitemap_urls_stored if the schema lacks it: shows the
+export without it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from worker.migrate import migrate
 from worker.settings import Settings
 
 CHUNK = 500_000
-KEYSET_INDEX = "CREATE INDEX sitemap_urls_job_id_idx ON sitemap_urls (job_id, id)"
+KEYSET_INDEX = (
+    "CREATE INDEX sitemap_urls_stored_file_idx ON sitemap_urls_stored (job_id, sitemap_file_id, id)"
+)
 
 
 def say(text: str) -> None:
@@ -96,8 +99,8 @@ async def build_urls(conn: asyncpg.Connection, urls: int) -> int:
         end = min(start + CHUNK - 1, 2 * urls)
         await conn.execute(
             """
-            INSERT INTO sitemap_urls (job_id, sitemap_file_id, loc, lastmod, changefreq,
-                                      priority, images, alternates)
+            INSERT INTO sitemap_urls_stored (job_id, sitemap_file_id, loc, lastmod, changefreq,
+                                             priority, images, alternates)
             SELECT CASE WHEN g % 2 = 0 THEN $3::bigint ELSE $4::bigint END,
                    CASE WHEN g % 2 = 0 THEN $5::bigint ELSE $6::bigint END,
                    'https://big.example/category-' || (g % 97) || '/product-' || g || '?ref=s',
@@ -176,14 +179,14 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
         await build_jobs(conn, args.jobs)
         job = await build_urls(conn, args.urls)
         has_index = await conn.fetchval(
-            "SELECT count(*) FROM pg_indexes WHERE tablename = 'sitemap_urls'"
-            " AND indexdef LIKE '%(job_id, id)%'"
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'sitemap_urls_stored'"
+            " AND indexdef LIKE '%(job_id, sitemap_file_id, id)%'"
         )
         if not has_index and not args.keep_index:
-            say(f"  schema has no (job_id, id) index on sitemap_urls: adding it ({KEYSET_INDEX})")
+            say(f"  schema has no per-file keyset index: adding it ({KEYSET_INDEX})")
             await conn.execute(KEYSET_INDEX)
         await conn.execute("VACUUM ANALYZE jobs")
-        await conn.execute("VACUUM ANALYZE sitemap_urls")
+        await conn.execute("VACUUM ANALYZE sitemap_urls_stored")
         say(f"built in {time.perf_counter() - began:.0f} s")
         async with conn.transaction():
             tenant_key = (await create_key(conn, "tenant", "tenant-7", "bench")).key

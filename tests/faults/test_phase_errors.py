@@ -112,7 +112,7 @@ async def test_statement_timeout_in_a_phase_retries_then_fails_and_pool_stays_he
     the database's message; no URL is stored."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    async with table_locked(direct_dsn, "sitemap_urls"):
+    async with table_locked(direct_dsn, "sitemap_urls_stored"):
         job_id = await enqueue_scan(direct, site.origin)
         [row] = await watcher.wait_for(job_id, "failed", timeout=30)
         await assert_pool_sane(direct)  # the lock is still held: nothing waits on it now
@@ -133,7 +133,7 @@ async def test_check_violation_from_a_crafted_sitemap_fails_at_once_and_pool_sta
     the job fails on its first attempt, naming the constraint, and the whole chunk is
     rolled back (none of the 20 URLs stored)."""
     await direct.execute(
-        "ALTER TABLE sitemap_urls ADD CONSTRAINT fault_no_forbidden"
+        "ALTER TABLE sitemap_urls_stored ADD CONSTRAINT fault_no_forbidden"
         " CHECK (loc NOT LIKE '%/forbidden%')"
     )
     locs = [site.url(f"/p/{i}") for i in range(19)] + [site.url("/forbidden")]
@@ -157,7 +157,7 @@ async def test_many_failing_phases_at_once_leave_no_connection_behind(
     the constraint): each failure is written, and the pool ends with no aborted or open
     transaction and no more connections than its size."""
     await direct.execute(
-        "ALTER TABLE sitemap_urls ADD CONSTRAINT fault_no_forbidden"
+        "ALTER TABLE sitemap_urls_stored ADD CONSTRAINT fault_no_forbidden"
         " CHECK (loc NOT LIKE '%/forbidden%')"
     )
     site.add("/sitemap.xml", urlset([site.url("/forbidden")]))
@@ -196,7 +196,7 @@ async def test_nul_byte_in_one_line_of_a_text_sitemap_skips_that_line(
 
 async def add_forbidding_constraint(conn: asyncpg.Connection) -> None:
     await conn.execute(
-        "ALTER TABLE sitemap_urls ADD CONSTRAINT fault_no_forbidden"
+        "ALTER TABLE sitemap_urls_stored ADD CONSTRAINT fault_no_forbidden"
         " CHECK (loc NOT LIKE '%/forbidden%')"
     )
 
@@ -257,7 +257,7 @@ async def test_statement_timeouts_in_many_scans_then_a_busy_queue(
     through the same process with the pool sane throughout."""
     site.add("/sitemap.xml", urlset([site.url(f"/p/{i}") for i in range(50)]))
     worker = await spawn("run", WORKER_STATEMENT_TIMEOUT="500ms", **ENV)
-    async with table_locked(direct_dsn, "sitemap_urls"):
+    async with table_locked(direct_dsn, "sitemap_urls_stored"):
         ids = [await enqueue_scan(direct, site.origin) for _ in range(CONCURRENCY * 3)]
         rows = await watcher.wait_for(ids, ("failed", "completed"), timeout=90)
         await assert_pool_sane(direct)

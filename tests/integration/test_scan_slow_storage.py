@@ -38,11 +38,11 @@ def index(*locs: str) -> bytes:
 
 @asynccontextmanager
 async def url_writes_wait(dsn: str) -> AsyncIterator[None]:
-    """SHARE on sitemap_urls: SELECTs go on, COPY and INSERT wait until the block ends."""
+    """SHARE on sitemap_urls_stored (the URL rows): SELECTs go on, COPY and INSERT wait until the block ends."""
     holder = await asyncpg.connect(dsn)
     try:
         async with holder.transaction():
-            await holder.execute("LOCK TABLE sitemap_urls IN SHARE MODE")
+            await holder.execute("LOCK TABLE sitemap_urls_stored IN SHARE MODE")
             yield
     finally:
         await holder.close()

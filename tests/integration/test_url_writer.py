@@ -124,7 +124,7 @@ async def test_a_chunk_committed_after_its_caller_was_cancelled_is_still_counted
     ctx = await claimed_context(direct, pool, settings)
     file_id = await open_file(ctx, "https://a.test/1.xml", None, None, 0, "given")
     counts: list[int] = []
-    async with table_locked(direct_dsn, "sitemap_urls"):
+    async with table_locked(direct_dsn, "sitemap_urls_stored"):
         caller = asyncio.ensure_future(
             UrlWriter(ctx, stored_before=0).store(
                 file_id, pages("https://a.test/p1", "https://a.test/p2"), counts.append

@@ -9,17 +9,20 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...context import JobContext
-from ...errors import PermanentJobError, RetryableJobError
+from ...domains.record import PreviousFile, carry_file, link_scan, previous_files, record_changes
+from ...errors import PermanentJobError, RetryableJobError, storable
 from ...scan.discover import discover
 from ...scan.fetch import Fetcher, FetchResult, Sink
 from ...scan.model import ChildSitemap, SitemapUrl
 from ...scan.parse import SitemapParser
 from ...scan.target import Target
+from ...scan.unchanged import BodyCheck, conditional_headers
 from .pipeline import FileStore
 from .store import (
     CHUNK,
@@ -67,6 +70,10 @@ class ScanState:
     bytes: int = 0
     truncated: bool = False
     known: int = 0  # files discovered so far, for progress
+    # Re-scans: the previous completed scan's carriable files, by URL; files found unchanged
+    previous: dict[str, PreviousFile] = field(default_factory=dict)
+    carried: int = 0
+    not_modified: int = 0  # of them, answered 304
 
     @property
     def full(self) -> bool:
@@ -82,6 +89,9 @@ async def scan_site(
     # towards max_urls and url_count: the re-run adds only what they lack.
     state = ScanState(max_urls=max_urls, urls=await stored_url_count(ctx))
     writer = UrlWriter(ctx, stored_before=state.urls)
+    # Its domain first, so that a scan that fails below is still on the domain's history.
+    link = await link_scan(ctx, target.domain)
+    state.previous = await previous_files(ctx, link.previous_job_id)
     found = await discover(fetcher, target)
     if not found.reached:
         # A host that cannot be reached at all is asked nothing more. The job fails at once
@@ -124,11 +134,21 @@ async def scan_site(
         raise failure(
             f"no sitemap could be fetched ({state.errors} tried); first error: {state.first_error}"
         )
+    why = _incomplete(state, queue)
+    changes = await record_changes(ctx, link, complete=not why)
+    state.urls -= changes.duplicates
     result = {
         "domain": target.host,
         "origin": origin,
         "sitemap_count": state.files - state.missing,
         "url_count": state.urls,
+        "previous_job_id": link.previous_job_id,
+        "added": changes.added,
+        "removed": changes.removed,
+        "changed": changes.changed,
+        "complete": not why,
+        "unchanged_files": state.carried,
+        "not_modified_files": state.not_modified,
         "error_count": state.errors,
         "well_known_missing": state.missing,
         "kinds": dict(state.kinds),
@@ -136,9 +156,26 @@ async def scan_site(
         "bytes": state.bytes,
         "duration_s": round(time.monotonic() - began, 3),
     }
+    if why:
+        result["incomplete"] = why
     if warnings:
         result["warnings"] = warnings
     return result
+
+
+def _incomplete(state: ScanState, queue: deque[Pending]) -> str | None:
+    """Why the scan did not read every file whole (None: it did). URLs of the previous scan
+    are then counted as removed only from files this one read whole."""
+    why = []
+    if state.errors:
+        why.append(f"{state.errors} sitemap file(s) in error")
+    if state.full:
+        why.append(f"max_urls ({state.max_urls:,}) reached")
+    elif state.truncated:
+        why.append("a sitemap file was cut short")
+    if queue:
+        why.append(f"{len(queue)} listed sitemap(s) not read (the {MAX_FILES:,}-file limit)")
+    return "; ".join(why) or None
 
 
 async def _walk(
@@ -187,6 +224,7 @@ async def _scan_file(
     file = FileRow.of(item.url, item.parent_id, item.parent_url, item.depth, item.source)
     if item.source != "well_known":  # listed: shown while it is read (a probe only if found)
         await open_row(ctx, file)
+    previous = _carriable(state, item.url)
     store = FileStore(writer, state, file)
 
     async def sink(chunk: bytes) -> bool:
@@ -200,18 +238,40 @@ async def _scan_file(
             await store.settle()
         return not state.full and store.unstorable is None
 
+    # A file the previous scan read whole: ask with its validators, and hold the body back
+    # from the parser until its hash says whether it changed.
+    check = BodyCheck(sink, hold=previous is not None)
+    headers = None
+    if previous is not None:
+        headers = conditional_headers(previous.etag, previous.last_modified)
+    unchanged, cut = False, False
+    reserved = 0 if previous is None else previous.stored_urls  # by _carriable
     try:
-        fetched = await _fetch(fetcher, state, item.url, sink)
-        # A body cut short (download cap, deadline, dropped connection, or we stopped
-        # reading) ends mid-entry: the parser drops the unfinished one rather than guess at it.
-        cut = fetched.truncated or fetched.stopped
-        if fetched.ok or cut:
-            _sort(parser.close(cut=cut), pending, children)
-        await store.put(pending)
+        fetched = await _fetch(fetcher, state, item.url, check, headers)
+        unchanged = previous is not None and _unchanged(fetched, check, previous)
+        if not unchanged:
+            state.urls -= reserved  # changed: the parser's chunks reserve their own places
+            reserved = 0
+        if not unchanged and check.holding and (fetched.ok or fetched.truncated):
+            fetched.stopped = not await check.release() or fetched.stopped
+        check.discard()
+        if not unchanged:
+            # A body cut short (download cap, deadline, dropped connection, or we stopped
+            # reading) ends mid-entry: the parser drops the unfinished one rather than guess.
+            cut = fetched.truncated or fetched.stopped
+            if fetched.ok or cut:
+                _sort(parser.close(cut=cut), pending, children)
+            await store.put(pending)
         await store.close()
     finally:
         await store.abort()  # a no-op once closed; else nothing of this file keeps running
+        if reserved and not unchanged:
+            state.urls -= reserved
+    if unchanged:
+        assert previous is not None
+        return await _carry(ctx, state, item, file, previous, fetched)
     listed, unstorable = store.listed, store.unstorable
+    listed_children = [c.loc for c in children] if parser.kind == "index" or children else None
     if fetched.final_url and fetched.final_url != item.url:
         if fetched.final_url in state.visited:
             children = []  # the same document under another name: walked already
@@ -227,6 +287,9 @@ async def _scan_file(
         parser.truncated or state.full or fetched.truncated,
         parser.bytes_out,
         flag_only,
+        store.stored,
+        check.digest if fetched.status == 200 and fetched.ok and not cut else None,
+        listed_children,
     )
     _count(state, item, fetched, outcome, transient=fetched.transient and unstorable is None)
     state.files += 1
@@ -244,7 +307,79 @@ async def _scan_file(
     ]
 
 
-async def _fetch(fetcher: Fetcher, state: ScanState, url: str, sink: Sink) -> FetchResult:
+def _carriable(state: ScanState, url: str) -> PreviousFile | None:
+    """The previous scan's file of this URL, if it may be carried over whole: its URLs'
+    places under max_urls are reserved now (and given back if it turns out changed)."""
+    previous = state.previous.get(url)
+    if previous is None or previous.stored_urls > state.max_urls - state.urls:
+        return None
+    state.urls += previous.stored_urls
+    return previous
+
+
+def _unchanged(fetched: FetchResult, check: BodyCheck, previous: PreviousFile) -> bool:
+    """A 304, or the same body, read whole."""
+    if not fetched.ok or fetched.truncated or fetched.stopped:
+        return False
+    return fetched.status == 304 or (
+        fetched.status == 200 and check.digest == previous.content_hash
+    )
+
+
+async def _carry(
+    ctx: JobContext,
+    state: ScanState,
+    item: Pending,
+    file: FileRow,
+    previous: PreviousFile,
+    fetched: FetchResult,
+) -> list[Pending]:
+    """An unchanged file: its row points at the URL rows the previous scan showed; an
+    index's children are walked from the list kept with it."""
+    text = _text_or_none
+    columns = (
+        file.url,
+        file.parent_id,
+        file.parent_url,
+        file.depth,
+        file.source,
+        text(fetched.final_url),
+        fetched.status,
+        fetched.bytes_read,
+        text(fetched.etag),
+        text(fetched.last_modified),
+        fetched.elapsed * 1000,
+    )
+    file.id = await carry_file(ctx, columns, previous)  # its URLs' places: reserved already
+    state.carried += 1
+    state.not_modified += fetched.status == 304
+    state.bytes += fetched.bytes_read
+    state.kinds[previous.kind] += 1
+    state.ok += 1
+    state.files += 1
+    ctx.note_progress(min(0.99, state.files / max(state.known, 1)))
+    if fetched.final_url and fetched.final_url != item.url:
+        state.visited.add(fetched.final_url)
+    if item.depth + 1 > MAX_DEPTH:
+        return []
+    return [
+        Pending(c, file.id, item.url, item.depth + 1, "index")
+        for c in previous.children
+        if c not in state.visited
+    ]
+
+
+def _text_or_none(value: str | None) -> str | None:
+    return None if value is None else storable(value)
+
+
+async def _fetch(
+    fetcher: Fetcher,
+    state: ScanState,
+    url: str,
+    sink: Sink,
+    headers: Mapping[str, str] | None = None,
+) -> FetchResult:
     """Fetch `url`, unless its host was found unreachable earlier in this scan (no such
     name, refused, connect timeout, refused by the guard, after the fetcher's own retries):
     then it is an error at once rather than another round of connect attempts."""
@@ -258,7 +393,7 @@ async def _fetch(fetcher: Fetcher, state: ScanState, url: str, sink: Sink) -> Fe
             transient=dead.transient,
             unreachable=True,
         )
-    fetched = await fetcher.fetch(url, sink)
+    fetched = await fetcher.fetch(url, sink, headers=headers)
     if fetched.unreachable and origin:
         state.unreachable.setdefault(origin, fetched)
     return fetched

@@ -56,6 +56,7 @@ class FileStore:
     ) -> None:
         self.writer, self.budget, self.file = writer, budget, file
         self.listed = 0  # URLs the file listed that count as kept (its url_count)
+        self.stored = 0  # URL rows written under this file (new for the job)
         self.unstorable: str | None = None  # a chunk the database would not take, even cleaned
         self._queue: asyncio.Queue[tuple[list[SitemapUrl], int] | None] = asyncio.Queue(depth)
         self._task = asyncio.ensure_future(self._drain())
@@ -148,6 +149,7 @@ class FileStore:
             nonlocal settled
             settled = True
             self.budget.urls += new - take  # URLs the job already had give their places back
+            self.stored += new
 
         try:
             if self.unstorable:

@@ -61,6 +61,9 @@ class FileOutcome:
     truncated: bool
     bytes_uncompressed: int
     flag_only: bool = False  # `error` is a remark (e.g. over the spec's URL limit), not a failure
+    stored: int = 0  # URL rows stored under the file (listed less those the job had already)
+    content_hash: str | None = None  # of the whole body; None when it was not read whole
+    children: list[str] | None = None  # an index's child sitemaps, as listed
 
 
 @dataclass(slots=True)
@@ -120,7 +123,7 @@ async def open_row(ctx: JobContext, file: FileRow) -> None:
 
 
 def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
-    """The file's final columns, final_url .. fetch_ms (finish_sitemap_file's $2..$14). Any
+    """The file's final columns, final_url .. children (finish_sitemap_file's $2..$17). Any
     error but a remark (flag_only) makes it an `error`, URLs kept or not; every text is
     cleaned first, so what a site sent cannot fail the write."""
     error = _text(found.error if found.error is not None else fetched.error)
@@ -138,6 +141,9 @@ def file_facts(fetched: FetchResult, found: FileOutcome) -> tuple[Any, ...]:
         _text(fetched.etag),
         _text(fetched.last_modified),
         fetched.elapsed * 1000,
+        found.stored,
+        found.content_hash,
+        None if found.children is None else json.dumps([storable(c) for c in found.children]),
     )
 
 
@@ -230,7 +236,7 @@ class UrlWriter:
         names, rows = _copy_rows(self.ctx.job.id, file_id, urls)
 
         async def copy(conn: asyncpg.Connection) -> int:
-            await conn.copy_records_to_table("sitemap_urls", records=rows, columns=names)
+            await conn.copy_records_to_table("sitemap_urls_stored", records=rows, columns=names)
             return await self._count(conn, file_id, len(urls), len(rows), counted)
 
         try:
