@@ -4,7 +4,6 @@ that sets the Scope the test asks for (the auth rules themselves are the API's t
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -78,9 +77,7 @@ async def dashboard(dash_pool: asyncpg.Pool, dash_settings: Settings) -> AsyncIt
 
     @web.middleware
     async def set_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
-        with warnings.catch_warnings():  # scope.py's SCOPE is a plain string key
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            request[SCOPE] = holder[0].scope
+        request[SCOPE] = holder[0].scope
         return await handler(request)
 
     app = web.Application(middlewares=[set_scope])

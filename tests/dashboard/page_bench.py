@@ -17,7 +17,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -89,9 +88,7 @@ async def measure(dsn: str, repeat: int) -> None:
     async def set_scope(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            request[SCOPE] = scope_now[0]
+        request[SCOPE] = scope_now[0]
         return await handler(request)
 
     app = web.Application(middlewares=[set_scope])

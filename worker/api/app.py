@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from ..settings import Settings
-from . import events, openapi, results, routes
+from . import domains, events, openapi, results, routes
 from .auth import OPEN_ON_LOOPBACK, SESSION_SECRET, auth_middleware
 from .errors import BODY_LIMIT, error_middleware
 from .scope import POOL, SETTINGS
@@ -40,6 +40,7 @@ def build_app(
     routes.add_routes(app)
     openapi.add_routes(app)
     results.add_routes(app)
+    domains.add_routes(app)
     events.add_routes(app)
     if dashboard:
         from .. import dashboard as dashboard_pages

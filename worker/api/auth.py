@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import ipaddress
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -223,9 +222,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         else:
             return _refuse(401, "an API key is required: Authorization: Bearer <key>", request)
     if scope is not None:
-        with warnings.catch_warnings():  # a plain string key (scope.py says why)
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            request[SCOPE] = scope
+        request[SCOPE] = scope
     if is_public:
         return await handler(request)
     assert scope is not None

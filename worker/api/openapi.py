@@ -22,6 +22,7 @@ from .models import ErrorBody
 from .routes import OPERATIONS, Operation
 
 REF = "#/components/schemas/{model}"
+_DOMAIN_DOC = "Any spelling of the site (`Example.com`, `example.com:8080`): normalised first."
 _PARAM = re.compile(r"{(\w+)}")
 
 
@@ -64,7 +65,8 @@ def document(app: web.Application) -> dict[str, Any]:
         "info": {
             "title": "sitemap-worker HTTP API",
             "version": __version__,
-            "description": "Submit sitemap scans and batches, follow them, cancel and retry. "
+            "description": "Submit sitemap scans and batches, follow them, cancel and retry; "
+            "watch domains over time and read what changed between their scans. "
             "Authorization: Bearer <key> (`sitemap-worker api-key create`); a server with no "
             "keys answers without one, on loopback only.",
         },
@@ -85,6 +87,7 @@ def _path_params(path: str) -> list[dict[str, Any]]:
             "in": "path",
             "required": True,
             "schema": {"type": "integer", "minimum": 1} if name == "job_id" else {"type": "string"},
+            **({"description": _DOMAIN_DOC} if name == "domain" else {}),
         }
         for name in _PARAM.findall(path)
     ]
@@ -93,7 +96,7 @@ def _path_params(path: str) -> list[dict[str, Any]]:
 def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": op.handler.__name__ + ("" if "{" not in op.path else "_by_id"),
+        "operationId": op.handler.__name__ + ("_by_id" if "{job_id}" in op.path else ""),
         "parameters": _path_params(op.path),
         "responses": {},
     }
@@ -130,15 +133,17 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         out["responses"]["503"] = _error("The database is unreachable")
         return out
     out["responses"]["401"] = _error("No key, or an unknown or revoked one")
-    if op.method == "POST":
+    if op.method in ("POST", "PUT", "DELETE"):
         out["responses"]["403"] = _error("A read-only key, or a cross-site browser request")
     if "{job_id}" in op.path:
         out["responses"]["404"] = _error("No such job (or another tenant's)")
+    if "{domain}" in op.path:
+        out["responses"]["404"] = _error("No such domain (or another tenant's)")
     if op.path.endswith(("/cancel", "/retry")):
         out["responses"]["409"] = _error("The job's status does not allow it")
     if op.body is not None:
         out["responses"]["413"] = _error("Body over 1 MiB")
-    if op.body is not None or op.query is not None:
+    if op.body is not None or op.query is not None or "{domain}" in op.path:
         out["responses"]["422"] = _error("Invalid input: one detail per field")
     return out
 

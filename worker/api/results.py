@@ -15,47 +15,29 @@ from aiohttp import web
 
 from .. import connections
 from ..sql import q
-from .errors import ApiError, not_found
-from .results_export import EXPORT_FORMATS, stream_urls
-from .routes import MAX_JOB_ID, job_id_of
+from .domain_models import UrlPage, UrlsQuery
+from .errors import not_found, validate
+from .results_export import stream_urls
+from .routes import Operation, add_operation, job_id_of
 from .scope import POOL, SETTINGS, scope_of
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 URLS_PATH = "/api/v3/sitemap/jobs/{job_id}/urls"
 EXTENSIONS = ("images", "videos", "news", "alternates")
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v3/sitemap/jobs/{job_id}/sitemaps", job_sitemaps)
-    app.router.add_get(URLS_PATH, job_urls)
-
-
-def bad_parameter(field: str, message: str) -> ApiError:
-    """A query parameter that cannot be used: 422 naming it, in the validation errors' shape."""
-    return ApiError(
-        422,
-        "invalid query: see details",
-        [{"loc": ["query", field], "msg": message, "type": "value_error"}],
+    add_operation(
+        app,
+        Operation(
+            "GET",
+            URLS_PATH,
+            job_urls,
+            "A job's URL rows: keyset pages, or every row with format=csv|ndjson",
+            query=UrlsQuery,
+            response=UrlPage,
+        ),
     )
-
-
-def int_parameter(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_parameter(name, f"must be a whole number, not {text[:40]!r}") from None
-    if not low <= value <= high:
-        raise bad_parameter(name, f"must be from {low} to {high}, not {value}")
-    return value
-
-
-def check_format(fmt: str) -> None:
-    if fmt not in ("json", *EXPORT_FORMATS):
-        raise bad_parameter("format", f"must be json, csv or ndjson, not {fmt[:40]!r}")
 
 
 async def job_sitemaps(request: web.Request) -> web.Response:
@@ -89,43 +71,50 @@ async def job_urls(request: web.Request) -> web.StreamResponse:
     `cursor` is the last page's `next_cursor` (`next` is the next page's URL, null on the
     last); `limit` 1-1000, default 100. The exports stream every row."""
     job_id = job_id_of(request)
-    query = request.rel_url.query
-    fmt = query.get("format", "json")
-    check_format(fmt)
-    cursor = int_parameter(query, "cursor", 0, 0, MAX_JOB_ID)
-    limit = int_parameter(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    query = validate(UrlsQuery, dict(request.rel_url.query), "query")
     scope = scope_of(request)
-    if fmt != "json":
-        streamed = await stream_urls(request, job_id, scope.tenant_id, fmt, after=cursor)
+    if query.format != "json":
+        streamed = await stream_urls(
+            request, job_id, scope.tenant_id, query.format, after=query.cursor
+        )
         if streamed is None:
             raise not_found()
         return streamed
+    rows = await read_url_page(request, job_id, scope.tenant_id, query.cursor, query.limit)
+    if rows is None:
+        raise not_found()
+    return web.json_response(
+        {"job_id": job_id, **url_page_body(rows, query.limit, URLS_PATH.format(job_id=job_id))}
+    )
+
+
+async def read_url_page(
+    request: web.Request, job_id: int, tenant_id: str | None, cursor: int, limit: int
+) -> list[asyncpg.Record] | None:
+    """Up to `limit + 1` URL rows after `cursor` (the extra one says there are more); None
+    when the job is missing or not the caller's."""
 
     async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(
-            await conn.fetch(q("api_job_urls_page"), job_id, scope.tenant_id, cursor, limit + 1)
-        )
+        return list(await conn.fetch(q("api_job_urls_page"), job_id, tenant_id, cursor, limit + 1))
 
     rows = await connections.pooled_transaction_to_end(
         request.app[POOL], request.app[SETTINGS], read, durable=False
     )
-    if not rows:
-        raise not_found()
-    found = [row for row in rows if row["id"] is not None]
-    page, more = found[:limit], len(found) > limit
+    return [row for row in rows if row["id"] is not None] if rows else None
+
+
+def url_page_body(rows: list[asyncpg.Record], limit: int, path: str) -> dict[str, Any]:
+    """`count`, `urls`, `next_cursor` and `next` (the next page's URL: `path` + cursor; `path`
+    may carry a query string of its own)."""
+    page, more = rows[:limit], len(rows) > limit
     next_cursor = page[-1]["id"] if more else None
-    body: dict[str, Any] = {
-        "job_id": job_id,
+    joiner = "&" if "?" in path else "?"
+    return {
         "count": len(page),
         "urls": [url_json(row) for row in page],
         "next_cursor": next_cursor,
-        "next": (
-            f"{URLS_PATH.format(job_id=job_id)}?cursor={next_cursor}&limit={limit}"
-            if next_cursor
-            else None
-        ),
+        "next": f"{path}{joiner}cursor={next_cursor}&limit={limit}" if next_cursor else None,
     }
-    return web.json_response(body)
 
 
 def url_json(row: Mapping[str, Any]) -> dict[str, Any]:

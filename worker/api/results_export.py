@@ -35,7 +35,13 @@ CONTENT_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 
 
 async def stream_urls(
-    request: web.Request, job_id: int, tenant_id: str | None, fmt: str, *, after: int = 0
+    request: web.Request,
+    job_id: int,
+    tenant_id: str | None,
+    fmt: str,
+    *,
+    after: int = 0,
+    filename: str | None = None,
 ) -> web.StreamResponse | None:
     """The whole export; None (nothing sent: the caller answers 404) when the caller cannot
     see the job. A job deleted while it streams ends the stream early (its rows are gone)."""
@@ -44,10 +50,23 @@ async def stream_urls(
     rows = await read_page(request, ndjson, job_id, tenant_id, after)
     if not rows:
         return None
+    response = await open_export(request, fmt, filename or f"job-{job_id}-urls.{fmt}")
+    while rows and rows[0]["id"] is not None:
+        await response.write(render(rows))
+        if len(rows) < EXPORT_PAGE:
+            break
+        rows = await read_page(request, ndjson, job_id, tenant_id, rows[-1]["id"])
+    await response.write_eof()
+    return response
+
+
+async def open_export(request: web.Request, fmt: str, filename: str) -> web.StreamResponse:
+    """The response's headers sent (and CSV's header line): the rows follow. An export with
+    no rows at all is this and `write_eof()`."""
     response = web.StreamResponse(
         headers={
             "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="job-{job_id}-urls.{fmt}"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "no-store",
         }
     )
@@ -55,12 +74,6 @@ async def stream_urls(
     await response.prepare(request)
     if fmt == "csv":
         await response.write(csv_line(CSV_COLUMNS))
-    while rows and rows[0]["id"] is not None:
-        await response.write(render(rows))
-        if len(rows) < EXPORT_PAGE:
-            break
-        rows = await read_page(request, ndjson, job_id, tenant_id, rows[-1]["id"])
-    await response.write_eof()
     return response
 
 

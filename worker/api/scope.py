@@ -5,6 +5,7 @@ and the dashboard only ever read it, so a tenant rule lives in one place."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -35,9 +36,12 @@ class Scope:
         return self.tenant_id is None or self.tenant_id == tenant_id
 
 
-# Set by the auth middleware on every request that reaches a handler (a plain string key:
-# aiohttp's typed RequestKey is newer than the aiohttp we support).
-SCOPE = "sitemap_worker.scope"
+# Set by the auth middleware on every request that reaches a handler. aiohttp 3.14 warns
+# (NotAppKeyWarning) about a plain string key, and its typed RequestKey does not exist in our
+# lower bound 3.10.10: the typed key where there is one, the string (no warning there) else.
+# Typed Any: mypy sees one aiohttp; scope_of checks what it reads.
+_REQUEST_KEY: Any = getattr(web, "RequestKey", None)
+SCOPE: Any = _REQUEST_KEY("sitemap_worker_scope", Scope) if _REQUEST_KEY else "sitemap_worker.scope"
 
 # What the application holds for its handlers (the pool is the pooled, prepare-free one).
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("sitemap_worker_pool", asyncpg.Pool)
@@ -51,5 +55,5 @@ def scope_of(request: web.Request) -> Scope:
     except KeyError:
         raise RuntimeError("no Scope on the request: the auth middleware did not run") from None
     if not isinstance(scope, Scope):
-        raise TypeError(f"request[{SCOPE!r}] is a {type(scope).__name__}, not a Scope")
+        raise TypeError(f"the request's scope is a {type(scope).__name__}, not a Scope")
     return scope

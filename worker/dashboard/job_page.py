@@ -13,8 +13,10 @@ from aiohttp import web
 
 from .. import connections
 from ..api.scope import POOL, SETTINGS, scope_of
+from ..scan.target import domain_key
 from ..sql import q
 from . import actions
+from .domains_list import domain_href
 from .html import Safe, esc, fill, join, tag
 from .jobs_list import MAX_JOB_ID
 from .layout import (
@@ -135,6 +137,7 @@ def _summary(job: asyncpg.Record, totals: asyncpg.Record | None) -> Safe:
         ("Finished", when(job["finished_at"]), ""),
         ("Took", took(job["started_at"], job["finished_at"]), ""),
         ("Tenant", job["tenant_id"] or "–", ""),
+        *_domain_fact(job),
         ("Priority", job["priority"], ""),
     ]
     if job["owner"] and job["status"] == "processing":
@@ -152,6 +155,18 @@ def _summary(job: asyncpg.Record, totals: asyncpg.Record | None) -> Safe:
             for k, v, id_ in facts
         ),
     )
+
+
+def _domain_fact(job: asyncpg.Record) -> list[tuple[str, object, str]]:
+    """A scan links to its domain's page (every scan of the site, what each changed)."""
+    if job["job_type"] != "sitemap_scan":
+        return []
+    try:
+        name = domain_key(job["domain"])
+    except ValueError:  # an invalid domain: the job failed at once, there is no history
+        return []
+    link = fill('<a href="{h}">{n}</a>', h=domain_href(name, job["tenant_id"]), n=name)
+    return [("Domain history", link, "domain-link")]
 
 
 def _actions(request: web.Request, job: asyncpg.Record) -> Safe:

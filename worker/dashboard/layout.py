@@ -11,7 +11,7 @@ from ..api.auth import maybe_scope
 from ..api.scope import Scope
 from .html import Safe, attributes, esc, fill, join, render, tag
 
-NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/submit", "Submit"))
+NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/domains", "Domains"), ("/submit", "Submit"))
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
