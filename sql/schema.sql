@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0014 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0015 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -52,7 +52,8 @@
 --               sitemap_worker_renew_with_progress and its old name sitemap_worker_progress
 --               renewed too, and are kept for older workers).
 --   completed   entered by sitemap_worker_complete (the handler returned; result holds its
---               summary) and by sitemap_worker_finish_batch (a batch's last child ended;
+--               summary; the worker calls it through sitemap_worker_end_and_claim, with its
+--               next claim in the same statement, or alone) and by sitemap_worker_finish_batch (a batch's last child ended;
 --               called by sitemap_worker_count_children and sitemap_worker_detach).
 --   failed      entered by sitemap_worker_fail (a permanent error, or the last attempt
 --               failed), by sitemap_worker_fail_lost (called by the claim: a lost job with
@@ -136,7 +137,6 @@ CREATE INDEX jobs_runnable_idx
 CREATE INDEX jobs_leases_idx
     ON jobs (lease_expires_at) WHERE status = 'processing';
 CREATE INDEX jobs_parent_idx ON jobs (parent_id) WHERE parent_id IS NOT NULL;
-CREATE INDEX jobs_created_idx ON jobs (created_at DESC);
 -- The HTTP API (migration 0011): one job per Idempotency-Key and tenant, so two racing
 -- POSTs make one job; keyset lists, newest first, per tenant, per tenant and status, per
 -- status and per scanned domain, that stay fast on millions of rows (partial where they
@@ -371,7 +371,8 @@ BEGIN
         RETURN;
     END IF;
     -- A job at the attempts limit cannot be counted once more: it fails, with a message,
-    -- in the same statement, and is not returned.
+    -- in the same statement, and is not returned. updated_at and finished_at are set here,
+    -- as jobs_touch would, so that trigger is skipped (migration 0015).
     RETURN QUERY
     WITH claimed AS (
         UPDATE jobs j
@@ -379,6 +380,8 @@ BEGIN
                owner = CASE WHEN j.attempts < 10000 THEN p_owner END,
                attempts = least(j.attempts + 1, 10000),
                started_at = ts,
+               updated_at = now(),
+               finished_at = CASE WHEN j.attempts < 10000 THEN NULL ELSE now() END,
                error = CASE WHEN j.attempts < 10000 THEN NULL
                             ELSE 'attempts reached the limit of 10000: set attempts = 0 to run it again' END,
                lease_expires_at = CASE WHEN j.attempts < 10000
@@ -487,6 +490,9 @@ CREATE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- A renewal lost in a server crash costs nothing the next one does not redo: its
+    -- transaction (the worker's implicit one) commits without waiting for the WAL flush.
+    PERFORM set_config('synchronous_commit', 'off', true);
     -- Rows locked in id order, as sitemap_worker_complete does: a renewal and a completion
     -- of the same worker's jobs in flight at once never deadlock (migration 0013).
     PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
@@ -511,10 +517,40 @@ BEGIN
     RETURN QUERY
     UPDATE jobs j
        SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
-           owner = NULL, lease_expires_at = NULL
+           owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
       FROM unnest(p_ids, p_results) AS done (id, result)
      WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
     RETURNING j.id;
+END $$;
+
+-- A worker's completions and its next claim in one statement, run as its own implicit
+-- transaction. Rows with `claimed` false are the completions written (the others were not
+-- the caller's any more); rows with `claimed` true are the jobs claimed, as
+-- sitemap_worker_claim returns them. Completions first: their rows are locked in id order
+-- (sitemap_worker_complete), the claim only takes rows nobody holds (SKIP LOCKED).
+CREATE FUNCTION sitemap_worker_end_and_claim(p_owner text, p_done bigint[], p_results text[],
+                                             p_limit integer,
+                                             p_lease_seconds double precision,
+                                             p_running bigint[])
+RETURNS TABLE (id bigint, claimed boolean, job_type text, payload text, attempts integer,
+               max_attempts integer, priority integer, parent_id bigint,
+               waited double precision)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p_done) > 0 THEN
+        RETURN QUERY SELECT d.id, false, NULL::text, NULL::text, NULL::integer, NULL::integer,
+                            NULL::integer, NULL::bigint, NULL::float8
+                       FROM sitemap_worker_complete(p_owner, p_done, p_results) AS d (id);
+    ELSE
+        -- Nothing ended: a claim lost in a server crash is only a runnable job again.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT c.id, true, c.job_type, c.payload, c.attempts, c.max_attempts,
+                            c.priority, c.parent_id, c.waited
+                       FROM sitemap_worker_claim(p_owner, p_limit, p_lease_seconds,
+                                                 p_running) AS c;
+    END IF;
 END $$;
 
 -- processing -> failed: a permanent error, or the last attempt failed.
@@ -955,7 +991,12 @@ END $$;
 -- Triggers (on one table, PostgreSQL fires them in name order)
 -- ===================================================================================
 
-CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_touch();
+-- Skipped when the statement set updated_at and a finished_at that matches the status
+-- itself, as the claim and the completion do (migration 0015).
+CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW
+    WHEN (NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at
+          OR (NEW.status IN ('pending', 'processing')) = (NEW.finished_at IS NOT NULL))
+    EXECUTE FUNCTION jobs_touch();
 
 -- jobs_wake_workers (BEFORE INSERT, throttled NOTIFY) is created by this call.
 SELECT sitemap_worker_set_wakeup_window(5);

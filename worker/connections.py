@@ -122,6 +122,35 @@ async def pooled_transaction(
         yield conn
 
 
+class Alone:
+    """Runs one statement on a pooled connection as its own implicit transaction: two round
+    trips (asyncpg's unnamed Parse+Describe+Flush, then Bind+Execute+Sync, which commits),
+    where BEGIN; SET LOCAL ...; the statement; COMMIT take four. Only for a phase that is a
+    single statement (claim, heartbeat, final write). The time limit is the client's: past
+    `timeout` seconds asyncpg sends a cancel request (PgBouncer forwards it) and raises
+    TimeoutError; operators who want a server-side cap as well can set one on the role
+    (`ALTER ROLE ... SET statement_timeout`). A transaction pooler keeps the server
+    connection between the two round trips: Flush, unlike Sync, does not end the implicit
+    transaction.
+
+        rows = await connections.Alone(pool, timeout=5).fetch(sql, arg, ...)
+    """
+
+    __slots__ = ("_pool", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._pool.acquire() as conn:
+            return list(await conn.fetch(sql, *args, timeout=self._timeout))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(sql, *args, timeout=self._timeout)
+
+
 async def run_to_end(work: Coroutine[Any, Any, T]) -> T:
     """Run database work in a task of its own that a cancellation of the caller does not
     interrupt: the caller's CancelledError waits for the work to end, then goes on.
