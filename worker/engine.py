@@ -44,6 +44,20 @@ log = logging.getLogger(__name__)
 HANDOVER_RESERVE = 1.0
 
 
+# sitemap_worker_end_and_claim's answer, as COPY text (connections.OneTrip).
+CLAIM_COLUMNS = (
+    ("id", int),
+    ("claimed", connections.copy_bool),
+    ("job_type", str),
+    ("payload", str),
+    ("attempts", int),
+    ("max_attempts", int),
+    ("priority", int),
+    ("parent_id", int),
+    ("waited", float),
+)
+
+
 def _unexpected(exc: BaseException) -> bool:
     """Neither the database's answer nor a lost connection: a bug, worth a traceback."""
     return not isinstance(exc, (*CONNECTION_ERRORS, asyncpg.PostgresError))
@@ -266,7 +280,7 @@ class JobLoop:
     async def _claim_some(self, n: int) -> list[ClaimedJob]:
         """Up to `n` jobs, counting the slots of the completions written in the same
         statement (durable then, as every final status is): one statement, its own implicit
-        transaction, two round trips (sitemap_worker_end_and_claim)."""
+        transaction, one round trip (sitemap_worker_end_and_claim via connections.OneTrip)."""
         taken = self.outcomes.take_completions()
         written: set[int] = set()
         try:
@@ -279,7 +293,8 @@ class JobLoop:
                     if taken
                     else self.settings.statement_timeout.total_seconds()
                 )
-                answer = await connections.Alone(self.pool, timeout=limit).fetch(
+                claim = connections.OneTrip(self.pool, timeout=limit, columns=CLAIM_COLUMNS)
+                answer = await claim.fetch(
                     q("end_and_claim"),
                     self.owner,
                     [o.job.id for o in taken],
@@ -315,7 +330,19 @@ class JobLoop:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
             self._claim_failing_since = None
         self.claimed += len(rows)
-        jobs = [ClaimedJob.from_record(r) for r in rows]
+        jobs = [
+            ClaimedJob(
+                r["id"],
+                r["job_type"],
+                r["payload"],
+                r["attempts"],
+                r["max_attempts"],
+                r["priority"],
+                r["parent_id"],
+                r["waited"],
+            )
+            for r in rows
+        ]
         for job in jobs:
             self.metrics.claimed.labels(job.job_type).inc()
             self.metrics.pickup.observe(job.waited)
