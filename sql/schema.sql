@@ -349,6 +349,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ts timestamptz := statement_timestamp();
     picked bigint[];
+    taken_over integer;
+    change record;
 BEGIN
     PERFORM sitemap_worker_fail_lost(p_owner, p_running, ts);
     picked := ARRAY(SELECT x.id FROM jobs x
@@ -360,6 +362,7 @@ BEGIN
                      ORDER BY x.lease_expires_at NULLS FIRST
                      LIMIT p_limit
                        FOR UPDATE SKIP LOCKED);
+    taken_over := cardinality(picked);  -- already processing: no status change to announce
     IF cardinality(picked) < p_limit THEN
         picked := picked || ARRAY(SELECT x.id FROM jobs x
                                    WHERE x.status = 'pending' AND x.run_at <= ts
@@ -372,7 +375,9 @@ BEGIN
     END IF;
     -- A job at the attempts limit cannot be counted once more: it fails, with a message,
     -- in the same statement, and is not returned. updated_at and finished_at are set here,
-    -- as jobs_touch would, so that trigger is skipped (migration 0015).
+    -- as jobs_touch would, so that trigger is skipped, and the status notifications are
+    -- sent below instead of by jobs_notify_status (migration 0015).
+    PERFORM set_config('sitemap_worker.status_notified', 'on', true);
     RETURN QUERY
     WITH claimed AS (
         UPDATE jobs j
@@ -396,6 +401,16 @@ BEGIN
                 THEN greatest(extract(epoch FROM ts - c.runnable)::float8, 0) ELSE 0 END
       FROM claimed c
      WHERE c.status = 'processing';
+    PERFORM set_config('sitemap_worker.status_notified', '', true);
+    FOR change IN
+        SELECT x.status, array_agg(x.id ORDER BY x.id) AS ids
+          FROM jobs x
+         WHERE x.id = ANY(picked[taken_over + 1 :])
+            OR (x.id = ANY(picked[: taken_over]) AND x.status = 'failed')
+         GROUP BY x.status
+    LOOP
+        PERFORM sitemap_worker_notify_status(change.status, change.ids);
+    END LOOP;
 END $$;
 
 -- processing -> failed: a job whose worker was lost (lease expired, or no lease at all)
@@ -406,7 +421,19 @@ CREATE FUNCTION sitemap_worker_fail_lost(p_owner text, p_running bigint[],
                                          p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    lost bigint[];
 BEGIN
+    lost := ARRAY(SELECT x.id FROM jobs x
+                   WHERE x.status = 'processing'
+                     AND (x.lease_expires_at < p_now OR x.lease_expires_at IS NULL)
+                     AND x.attempts >= x.max_attempts AND x.children_total = 0
+                     AND (x.owner IS DISTINCT FROM p_owner OR x.id <> ALL(p_running))
+                   LIMIT 100
+                     FOR UPDATE SKIP LOCKED);
+    IF cardinality(lost) = 0 THEN
+        RETURN;
+    END IF;
     UPDATE jobs
        SET status = 'failed', owner = NULL, lease_expires_at = NULL,
            error = CASE WHEN lease_expires_at IS NULL
@@ -414,13 +441,7 @@ BEGIN
                                     attempts, max_attempts)
                         ELSE format('worker lost while running (lease expired) on attempt %s of %s',
                                     attempts, max_attempts) END
-     WHERE id = ANY(ARRAY(SELECT x.id FROM jobs x
-                           WHERE x.status = 'processing'
-                             AND (x.lease_expires_at < p_now OR x.lease_expires_at IS NULL)
-                             AND x.attempts >= x.max_attempts AND x.children_total = 0
-                             AND (x.owner IS DISTINCT FROM p_owner OR x.id <> ALL(p_running))
-                           LIMIT 100
-                             FOR UPDATE SKIP LOCKED));
+     WHERE id = ANY(lost);
 END $$;
 
 -- The end of every phase (migration 0012): returns null when the job is no longer this
@@ -509,18 +530,28 @@ END $$;
 CREATE FUNCTION sitemap_worker_complete(p_owner text, p_ids bigint[], p_results text[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
+DECLARE
+    done_ids bigint[];
 BEGIN
     -- Rows locked in id order, as sitemap_worker_renew does: a renewal and a completion
     -- of the same worker's jobs in flight at once never deadlock (migration 0013).
     PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
         FOR NO KEY UPDATE;
-    RETURN QUERY
-    UPDATE jobs j
-       SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
-           owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
-      FROM unnest(p_ids, p_results) AS done (id, result)
-     WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
-    RETURNING j.id;
+    -- Its own status notification, from the ids it wrote (migration 0015).
+    PERFORM set_config('sitemap_worker.status_notified', 'on', true);
+    WITH done_rows AS (
+        UPDATE jobs j
+           SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
+               owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
+          FROM unnest(p_ids, p_results) AS done (id, result)
+         WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
+        RETURNING j.id)
+    SELECT coalesce(array_agg(d.id ORDER BY d.id), '{}') INTO done_ids FROM done_rows d;
+    PERFORM set_config('sitemap_worker.status_notified', '', true);
+    IF cardinality(done_ids) > 0 THEN
+        PERFORM sitemap_worker_notify_status('completed', done_ids);
+    END IF;
+    RETURN QUERY SELECT unnest(done_ids);
 END $$;
 
 -- A worker's completions and its next claim in one statement, run as its own implicit
@@ -925,6 +956,18 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- One status notification per 500 ids (the payload limit is 8000 bytes), in the format of
+-- jobs_notify_status; the claim and the completion call it for their own rows.
+CREATE FUNCTION sitemap_worker_notify_status(p_status text, p_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR chunk IN 0 .. (cardinality(p_ids) - 1) / 500 LOOP
+        PERFORM pg_notify('sitemap_worker_status', json_build_object(
+            'status', p_status, 'ids', p_ids[chunk * 500 + 1 : chunk * 500 + 500])::text);
+    END LOOP;
+END $$;
+
 -- SECURITY DEFINER, as the foreign-key cascade ran: a role allowed to delete jobs (or
 -- sitemap_files) needs no rights on sitemap_urls for their URL rows to go with them.
 CREATE FUNCTION sitemap_worker_drop_file_urls() RETURNS trigger
@@ -1001,9 +1044,13 @@ CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW
 -- jobs_wake_workers (BEFORE INSERT, throttled NOTIFY) is created by this call.
 SELECT sitemap_worker_set_wakeup_window(5);
 
+-- Skipped for the claim's and the completion's statements, which notify themselves
+-- (sitemap_worker_notify_status, migration 0015).
 CREATE TRIGGER jobs_notify_status AFTER UPDATE ON jobs
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_status();
+    FOR EACH STATEMENT
+    WHEN (current_setting('sitemap_worker.status_notified', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION jobs_notify_status();
 
 CREATE TRIGGER jobs_flag_children_ins BEFORE INSERT ON jobs FOR EACH ROW
     WHEN (NEW.parent_id IS NOT NULL

@@ -7,6 +7,7 @@ statement cache, no prepare(), no cursors, no session state, nothing sent on rel
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -180,16 +181,14 @@ class OneTrip:
         self._columns = columns
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        text = _PLACEHOLDER.sub(lambda m: literal(args[int(m.group(1)) - 1]), sql.strip())
+        text = _PLACEHOLDER.sub(lambda m: literal(args[int(m.group(1)) - 1]), _bare(sql))
         chunks: list[bytes] = []
 
         async def sink(data: bytes) -> None:
             chunks.append(data)
 
         async with self._pool.acquire() as conn:
-            await conn.copy_from_query(
-                text.rstrip(";"), output=sink, format="text", timeout=self._timeout
-            )
+            await conn.copy_from_query(text, output=sink, format="text", timeout=self._timeout)
         # COPY ends every row with a newline and escapes those inside values: split on it
         # alone (str.splitlines would also split on characters COPY leaves as they are).
         lines = b"".join(chunks).decode().split("\n")
@@ -208,6 +207,20 @@ class OneTrip:
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.cache
+def _bare(sql: str) -> str:
+    """The statement without its comment lines: a literal written into a comment could end
+    it with a newline, so a statement that keeps a comment (or has `$n` inside a quoted
+    string) is refused rather than filled in."""
+    lines = [line for line in sql.strip().splitlines() if not line.lstrip().startswith("--")]
+    bare = "\n".join(lines).rstrip().rstrip(";")
+    if "--" in bare or "/*" in bare or "'" in bare or '"' in bare:
+        raise ValueError(f"OneTrip takes statements without comments or quotes: {bare[:80]!r}")
+    return bare
+
+
 _COPY_ESCAPE = re.compile(r"\\(.)")
 _COPY_CHARS = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 

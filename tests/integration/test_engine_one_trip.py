@@ -56,6 +56,16 @@ def test_literals_refuse_what_postgresql_cannot_hold() -> None:
         connections.literal(object())
 
 
+async def test_a_statement_with_a_comment_or_a_quote_is_refused(pool: asyncpg.Pool) -> None:
+    """A literal filled into a comment could end it with a newline; one filled into a quoted
+    string would be a different string: such statements are refused, not sent."""
+    trip = connections.OneTrip(pool, timeout=10, columns=(("a", str),))
+    for sql in ("SELECT $1::text -- trailing", "SELECT $1::text || '$2'", "SELECT /* $1 */ 1"):
+        with pytest.raises(ValueError, match="without comments or quotes"):
+            await trip.fetch(sql, "x\nSELECT 1", "y")
+    assert await trip.fetch("-- a comment line is dropped\nSELECT $1::text", "ok") == [{"a": "ok"}]
+
+
 async def test_the_claim_statement_claims_and_completes_in_one_trip(
     pool: asyncpg.Pool, direct: asyncpg.Connection
 ) -> None:
@@ -87,3 +97,31 @@ async def test_the_claim_statement_claims_and_completes_in_one_trip(
     row = await direct.fetchrow("SELECT status, result, finished_at FROM jobs WHERE id = $1", first)
     assert row["status"] == "completed" and row["finished_at"] is not None
     assert json.loads(row["result"]) == {"said": "it's \\ done"}
+
+
+async def test_the_claim_and_the_completion_announce_their_status_changes(
+    pool: asyncpg.Pool, direct: asyncpg.Connection
+) -> None:
+    """They notify the status channel themselves (jobs_notify_status skips their statements,
+    migration 0015), with the payloads the trigger sends: one per new status, ids sorted."""
+    import asyncio
+
+    heard: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    await direct.add_listener(
+        "sitemap_worker_status", lambda *args: heard.put_nowait(json.loads(args[-1]))
+    )
+    ids = [
+        await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
+        for _ in range(3)
+    ]
+    from worker.engine import CLAIM_COLUMNS
+
+    trip = connections.OneTrip(pool, timeout=10, columns=CLAIM_COLUMNS)
+    await trip.fetch(q("end_and_claim"), "w1", [], [], 3, 30.0, [])
+    assert await asyncio.wait_for(heard.get(), 5) == {"status": "processing", "ids": ids}
+    await trip.fetch(q("end_and_claim"), "w1", ids[:2], ["{}", "{}"], 0, 30.0, ids)
+    assert await asyncio.wait_for(heard.get(), 5) == {"status": "completed", "ids": ids[:2]}
+    # Any other UPDATE is still announced by the trigger.
+    await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", ids[2])
+    assert await asyncio.wait_for(heard.get(), 5) == {"status": "cancelled", "ids": [ids[2]]}
+    assert heard.empty()
