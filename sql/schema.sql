@@ -65,7 +65,9 @@
 --               jobs_cancel_children then cancels a cancelled batch's unfinished children.
 --
 -- Side effects of every status change (triggers, at the end of this file): jobs_touch
--- keeps updated_at and finished_at; jobs_notify_status notifies 'sitemap_worker_status';
+-- keeps updated_at and finished_at; jobs_notify_status notifies 'sitemap_worker_status'
+-- (the claim and the completion, the hot path, do both themselves and the two triggers
+-- skip them: migration 0015);
 -- the jobs_flag_children_* / jobs_count_batch_children_* pair keeps a batch's counters
 -- and completes it. An INSERT of a runnable job wakes the workers (jobs_wake_workers).
 
