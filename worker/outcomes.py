@@ -309,10 +309,14 @@ class OutcomeWriter:
         """The job's end-of-run log line; a guard that touched nothing is said plainly."""
         self.written += len(written)
         self._settle(outcomes)
+        # One row is written once: should two outcomes of one job share a write (the job was
+        # claimed again while an older run of it still ran, after a server crash lost the
+        # first claim), only the first is reported written.
+        unreported = set(written)
         for o in outcomes:
             job = o.job
             extra = {"job_id": job.id, "job_type": job.job_type}
-            if job.id not in written:
+            if job.id not in unreported:
                 log.info(
                     "job %d %s: outcome %s not written (cancelled or taken over)",
                     job.id,
@@ -321,6 +325,7 @@ class OutcomeWriter:
                     extra=extra,
                 )
                 continue
+            unreported.discard(job.id)
             self._count(o)
             if o.kind == "completed":
                 log.info(
