@@ -2,13 +2,19 @@
 -- function these call (each status change is one, with its guard), are in sql/schema.sql.
 -- `:one` runs with fetchrow, `:many` with fetch, `:val` with fetchval, `:exec` with execute:
 -- tests/unit/test_sql.py fails when a call site uses another method.
--- Each one is sent unprepared (statement_cache_size=0) inside an explicit transaction, so
--- all of them work through PgBouncer/Supavisor in transaction mode.
+-- Each one is sent unprepared (statement_cache_size=0), inside an explicit transaction or,
+-- for a phase that is this one statement (claim, heartbeat, final write), as its own
+-- implicit transaction; all of them work through PgBouncer/Supavisor in transaction mode.
 
--- name: claim_jobs :many
--- Batch claim for the free slots (sitemap_worker_claim in sql/schema.sql).
--- $1 owner, $2 how many, $3 lease in seconds, $4 ids of the jobs the worker is running.
-SELECT * FROM sitemap_worker_claim($1, $2, $3, $4::bigint[]);
+-- name: end_and_claim :many
+-- The worker's batch claim for its free slots, with the completions queued meanwhile, as
+-- one statement in its own implicit transaction (sitemap_worker_end_and_claim and
+-- sitemap_worker_claim in sql/schema.sql). Rows with
+-- `claimed` false: completions written; true: the jobs claimed.
+-- $1 owner, $2 ids ending, $3 their results (json text), $4 how many to claim,
+-- $5 lease in seconds, $6 ids of the jobs the worker still holds.
+SELECT * FROM sitemap_worker_end_and_claim($1, $2::bigint[], $3::text[], $4, $5,
+                                           $6::bigint[]);
 
 -- name: renew_leases :many
 -- Heartbeat; a job missing from the answer was cancelled or lost its lease.

@@ -52,7 +52,8 @@
 --               sitemap_worker_renew_with_progress and its old name sitemap_worker_progress
 --               renewed too, and are kept for older workers).
 --   completed   entered by sitemap_worker_complete (the handler returned; result holds its
---               summary) and by sitemap_worker_finish_batch (a batch's last child ended;
+--               summary; the worker calls it through sitemap_worker_end_and_claim, with its
+--               next claim in the same statement, or alone) and by sitemap_worker_finish_batch (a batch's last child ended;
 --               called by sitemap_worker_count_children and sitemap_worker_detach).
 --   failed      entered by sitemap_worker_fail (a permanent error, or the last attempt
 --               failed), by sitemap_worker_fail_lost (called by the claim: a lost job with
@@ -64,7 +65,9 @@
 --               jobs_cancel_children then cancels a cancelled batch's unfinished children.
 --
 -- Side effects of every status change (triggers, at the end of this file): jobs_touch
--- keeps updated_at and finished_at; jobs_notify_status notifies 'sitemap_worker_status';
+-- keeps updated_at and finished_at; jobs_notify_status notifies 'sitemap_worker_status'
+-- (the claim and the completion, the hot path, do both themselves and the two triggers
+-- skip them: migration 0015);
 -- the jobs_flag_children_* / jobs_count_batch_children_* pair keeps a batch's counters
 -- and completes it. An INSERT of a runnable job wakes the workers (jobs_wake_workers).
 
@@ -136,7 +139,6 @@ CREATE INDEX jobs_runnable_idx
 CREATE INDEX jobs_leases_idx
     ON jobs (lease_expires_at) WHERE status = 'processing';
 CREATE INDEX jobs_parent_idx ON jobs (parent_id) WHERE parent_id IS NOT NULL;
-CREATE INDEX jobs_created_idx ON jobs (created_at DESC);
 -- The HTTP API (migration 0011): one job per Idempotency-Key and tenant, so two racing
 -- POSTs make one job; keyset lists, newest first, per tenant, per tenant and status, per
 -- status and per scanned domain, that stay fast on millions of rows (partial where they
@@ -399,6 +401,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ts timestamptz := statement_timestamp();
     picked bigint[];
+    taken_over integer;
+    change record;
 BEGIN
     PERFORM sitemap_worker_fail_lost(p_owner, p_running, ts);
     picked := ARRAY(SELECT x.id FROM jobs x
@@ -410,6 +414,7 @@ BEGIN
                      ORDER BY x.lease_expires_at NULLS FIRST
                      LIMIT p_limit
                        FOR UPDATE SKIP LOCKED);
+    taken_over := cardinality(picked);  -- already processing: no status change to announce
     IF cardinality(picked) < p_limit THEN
         picked := picked || ARRAY(SELECT x.id FROM jobs x
                                    WHERE x.status = 'pending' AND x.run_at <= ts
@@ -421,7 +426,10 @@ BEGIN
         RETURN;
     END IF;
     -- A job at the attempts limit cannot be counted once more: it fails, with a message,
-    -- in the same statement, and is not returned.
+    -- in the same statement, and is not returned. updated_at and finished_at are set here,
+    -- as jobs_touch would, so that trigger is skipped, and the status notifications are
+    -- sent below instead of by jobs_notify_status (migration 0015).
+    PERFORM set_config('sitemap_worker.status_notified', 'on', true);
     RETURN QUERY
     WITH claimed AS (
         UPDATE jobs j
@@ -429,6 +437,8 @@ BEGIN
                owner = CASE WHEN j.attempts < 10000 THEN p_owner END,
                attempts = least(j.attempts + 1, 10000),
                started_at = ts,
+               updated_at = now(),
+               finished_at = CASE WHEN j.attempts < 10000 THEN NULL ELSE now() END,
                error = CASE WHEN j.attempts < 10000 THEN NULL
                             ELSE 'attempts reached the limit of 10000: set attempts = 0 to run it again' END,
                lease_expires_at = CASE WHEN j.attempts < 10000
@@ -443,6 +453,16 @@ BEGIN
                 THEN greatest(extract(epoch FROM ts - c.runnable)::float8, 0) ELSE 0 END
       FROM claimed c
      WHERE c.status = 'processing';
+    PERFORM set_config('sitemap_worker.status_notified', '', true);
+    FOR change IN
+        SELECT x.status, array_agg(x.id ORDER BY x.id) AS ids
+          FROM jobs x
+         WHERE x.id = ANY(picked[taken_over + 1 :])
+            OR (x.id = ANY(picked[: taken_over]) AND x.status = 'failed')
+         GROUP BY x.status
+    LOOP
+        PERFORM sitemap_worker_notify_status(change.status, change.ids);
+    END LOOP;
 END $$;
 
 -- processing -> failed: a job whose worker was lost (lease expired, or no lease at all)
@@ -453,7 +473,19 @@ CREATE FUNCTION sitemap_worker_fail_lost(p_owner text, p_running bigint[],
                                          p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    lost bigint[];
 BEGIN
+    lost := ARRAY(SELECT x.id FROM jobs x
+                   WHERE x.status = 'processing'
+                     AND (x.lease_expires_at < p_now OR x.lease_expires_at IS NULL)
+                     AND x.attempts >= x.max_attempts AND x.children_total = 0
+                     AND (x.owner IS DISTINCT FROM p_owner OR x.id <> ALL(p_running))
+                   LIMIT 100
+                     FOR UPDATE SKIP LOCKED);
+    IF cardinality(lost) = 0 THEN
+        RETURN;
+    END IF;
     UPDATE jobs
        SET status = 'failed', owner = NULL, lease_expires_at = NULL,
            error = CASE WHEN lease_expires_at IS NULL
@@ -461,13 +493,7 @@ BEGIN
                                     attempts, max_attempts)
                         ELSE format('worker lost while running (lease expired) on attempt %s of %s',
                                     attempts, max_attempts) END
-     WHERE id = ANY(ARRAY(SELECT x.id FROM jobs x
-                           WHERE x.status = 'processing'
-                             AND (x.lease_expires_at < p_now OR x.lease_expires_at IS NULL)
-                             AND x.attempts >= x.max_attempts AND x.children_total = 0
-                             AND (x.owner IS DISTINCT FROM p_owner OR x.id <> ALL(p_running))
-                           LIMIT 100
-                             FOR UPDATE SKIP LOCKED));
+     WHERE id = ANY(lost);
 END $$;
 
 -- The end of every phase (migration 0012): returns null when the job is no longer this
@@ -537,6 +563,9 @@ CREATE FUNCTION sitemap_worker_renew(p_owner text, p_ids bigint[],
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- A renewal lost in a server crash costs nothing the next one does not redo: its
+    -- transaction (the worker's implicit one) commits without waiting for the WAL flush.
+    PERFORM set_config('synchronous_commit', 'off', true);
     -- Rows locked in id order, as sitemap_worker_complete does: a renewal and a completion
     -- of the same worker's jobs in flight at once never deadlock (migration 0013).
     PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
@@ -553,18 +582,58 @@ END $$;
 CREATE FUNCTION sitemap_worker_complete(p_owner text, p_ids bigint[], p_results text[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
+DECLARE
+    done_ids bigint[];
 BEGIN
     -- Rows locked in id order, as sitemap_worker_renew does: a renewal and a completion
     -- of the same worker's jobs in flight at once never deadlock (migration 0013).
     PERFORM 1 FROM jobs WHERE id = ANY(p_ids) AND owner = p_owner ORDER BY id
         FOR NO KEY UPDATE;
-    RETURN QUERY
-    UPDATE jobs j
-       SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
-           owner = NULL, lease_expires_at = NULL
-      FROM unnest(p_ids, p_results) AS done (id, result)
-     WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
-    RETURNING j.id;
+    -- Its own status notification, from the ids it wrote (migration 0015).
+    PERFORM set_config('sitemap_worker.status_notified', 'on', true);
+    WITH done_rows AS (
+        UPDATE jobs j
+           SET status = 'completed', progress = 1, result = done.result::jsonb, error = NULL,
+               owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
+          FROM unnest(p_ids, p_results) AS done (id, result)
+         WHERE j.id = done.id AND j.owner = p_owner AND j.status = 'processing'
+        RETURNING j.id)
+    SELECT coalesce(array_agg(d.id ORDER BY d.id), '{}') INTO done_ids FROM done_rows d;
+    PERFORM set_config('sitemap_worker.status_notified', '', true);
+    IF cardinality(done_ids) > 0 THEN
+        PERFORM sitemap_worker_notify_status('completed', done_ids);
+    END IF;
+    RETURN QUERY SELECT unnest(done_ids);
+END $$;
+
+-- A worker's completions and its next claim in one statement, run as its own implicit
+-- transaction. Rows with `claimed` false are the completions written (the others were not
+-- the caller's any more); rows with `claimed` true are the jobs claimed, as
+-- sitemap_worker_claim returns them. Completions first: their rows are locked in id order
+-- (sitemap_worker_complete), the claim only takes rows nobody holds (SKIP LOCKED).
+CREATE FUNCTION sitemap_worker_end_and_claim(p_owner text, p_done bigint[], p_results text[],
+                                             p_limit integer,
+                                             p_lease_seconds double precision,
+                                             p_running bigint[])
+RETURNS TABLE (id bigint, claimed boolean, job_type text, payload text, attempts integer,
+               max_attempts integer, priority integer, parent_id bigint,
+               waited double precision)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p_done) > 0 THEN
+        RETURN QUERY SELECT d.id, false, NULL::text, NULL::text, NULL::integer, NULL::integer,
+                            NULL::integer, NULL::bigint, NULL::float8
+                       FROM sitemap_worker_complete(p_owner, p_done, p_results) AS d (id);
+    ELSE
+        -- Nothing ended: a claim lost in a server crash is only a runnable job again.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT c.id, true, c.job_type, c.payload, c.attempts, c.max_attempts,
+                            c.priority, c.parent_id, c.waited
+                       FROM sitemap_worker_claim(p_owner, p_limit, p_lease_seconds,
+                                                 p_running) AS c;
+    END IF;
 END $$;
 
 -- processing -> failed: a permanent error, or the last attempt failed.
@@ -939,6 +1008,18 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- One status notification per 500 ids (the payload limit is 8000 bytes), in the format of
+-- jobs_notify_status; the claim and the completion call it for their own rows.
+CREATE FUNCTION sitemap_worker_notify_status(p_status text, p_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR chunk IN 0 .. (cardinality(p_ids) - 1) / 500 LOOP
+        PERFORM pg_notify('sitemap_worker_status', json_build_object(
+            'status', p_status, 'ids', p_ids[chunk * 500 + 1 : chunk * 500 + 500])::text);
+    END LOOP;
+END $$;
+
 -- SECURITY DEFINER, as the foreign-key cascade ran: a role allowed to delete jobs (or
 -- sitemap_files) needs no rights on sitemap_urls_stored for their URL rows to go with them.
 -- A file row's URL rows go once no file row points at them any more: the one that read
@@ -1012,14 +1093,23 @@ END $$;
 -- Triggers (on one table, PostgreSQL fires them in name order)
 -- ===================================================================================
 
-CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_touch();
+-- Skipped when the statement set updated_at and a finished_at that matches the status
+-- itself, as the claim and the completion do (migration 0015).
+CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs FOR EACH ROW
+    WHEN (NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at
+          OR (NEW.status IN ('pending', 'processing')) = (NEW.finished_at IS NOT NULL))
+    EXECUTE FUNCTION jobs_touch();
 
 -- jobs_wake_workers (BEFORE INSERT, throttled NOTIFY) is created by this call.
 SELECT sitemap_worker_set_wakeup_window(5);
 
+-- Skipped for the claim's and the completion's statements, which notify themselves
+-- (sitemap_worker_notify_status, migration 0015).
 CREATE TRIGGER jobs_notify_status AFTER UPDATE ON jobs
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_status();
+    FOR EACH STATEMENT
+    WHEN (current_setting('sitemap_worker.status_notified', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION jobs_notify_status();
 
 CREATE TRIGGER jobs_flag_children_ins BEFORE INSERT ON jobs FOR EACH ROW
     WHEN (NEW.parent_id IS NOT NULL

@@ -7,8 +7,11 @@ statement cache, no prepare(), no cursors, no session state, nothing sent on rel
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -120,6 +123,140 @@ async def pooled_transaction(
         transaction(conn, settings, durable=durable, timeout=timeout),
     ):
         yield conn
+
+
+class Alone:
+    """Runs one statement on a pooled connection as its own implicit transaction: two round
+    trips (asyncpg's unnamed Parse+Describe+Flush, then Bind+Execute+Sync, which commits),
+    where BEGIN; SET LOCAL ...; the statement; COMMIT take four. Only for a phase that is a
+    single statement (claim, heartbeat, final write). The time limit is the client's: past
+    `timeout` seconds asyncpg sends a cancel request (PgBouncer forwards it) and raises
+    TimeoutError; operators who want a server-side cap as well can set one on the role
+    (`ALTER ROLE ... SET statement_timeout`). A transaction pooler keeps the server
+    connection between the two round trips: Flush, unlike Sync, does not end the implicit
+    transaction.
+
+        rows = await connections.Alone(pool, timeout=5).fetch(sql, arg, ...)
+    """
+
+    __slots__ = ("_pool", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._pool.acquire() as conn:
+            return list(await conn.fetch(sql, *args, timeout=self._timeout))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(sql, *args, timeout=self._timeout)
+
+
+class OneTrip:
+    """One statement whose answer is needed at once (the claim), in ONE round trip: its
+    arguments are written into the text as literals (`literal`) and it is sent as `COPY
+    (statement) TO STDOUT` through the simple query protocol, a single Query message that
+    runs as its own implicit transaction; the rows come back as COPY text and are read
+    with the `columns` given (name, converter). Nothing is prepared and no session state
+    is left, so a transaction pooler sees one ordinary statement. The time limit is the
+    client's, as with `Alone`.
+
+    Where asyncpg's extended protocol needs two round trips without a statement cache
+    (Parse+Describe, then Bind+Execute), this saves one per claim: on the idle path that
+    round trip is most of the time from a NOTIFY to the claim's statement time."""
+
+    __slots__ = ("_columns", "_pool", "_timeout")
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        timeout: float,
+        columns: Sequence[tuple[str, Callable[[str], Any]]],
+    ) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._columns = columns
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        text = _PLACEHOLDER.sub(lambda m: literal(args[int(m.group(1)) - 1]), _bare(sql))
+        chunks: list[bytes] = []
+
+        async def sink(data: bytes) -> None:
+            chunks.append(data)
+
+        async with self._pool.acquire() as conn:
+            await conn.copy_from_query(text, output=sink, format="text", timeout=self._timeout)
+        # COPY ends every row with a newline and escapes those inside values: split on it
+        # alone (str.splitlines would also split on characters COPY leaves as they are).
+        lines = b"".join(chunks).decode().split("\n")
+        return [self._row(line) for line in lines[:-1]]
+
+    def _row(self, line: str) -> dict[str, Any]:
+        fields = line.split("\t")
+        if len(fields) != len(self._columns):
+            raise asyncpg.InterfaceError(
+                f"expected {len(self._columns)} columns, got {len(fields)}: {line[:200]!r}"
+            )
+        return {
+            name: None if raw == "\\N" else convert(_COPY_ESCAPE.sub(_unescape, raw))
+            for (name, convert), raw in zip(self._columns, fields, strict=True)
+        }
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.cache
+def _bare(sql: str) -> str:
+    """The statement without its comment lines: a literal written into a comment could end
+    it with a newline, so a statement that keeps a comment (or has `$n` inside a quoted
+    string) is refused rather than filled in."""
+    lines = [line for line in sql.strip().splitlines() if not line.lstrip().startswith("--")]
+    bare = "\n".join(lines).rstrip().rstrip(";")
+    if "--" in bare or "/*" in bare or "'" in bare or '"' in bare:
+        raise ValueError(f"OneTrip takes statements without comments or quotes: {bare[:80]!r}")
+    return bare
+
+
+_COPY_ESCAPE = re.compile(r"\\(.)")
+_COPY_CHARS = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return _COPY_CHARS.get(m.group(1), m.group(1))
+
+
+def copy_bool(raw: str) -> bool:
+    """A boolean as COPY text writes it."""
+    return raw == "t"
+
+
+def literal(value: Any) -> str:
+    """An SQL literal for `value` (None, bool, int, float, str, or a list of those), safe
+    under either setting of standard_conforming_strings (E'' strings, backslashes and quotes
+    doubled). Text with a NUL byte is refused: PostgreSQL text cannot hold one."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text with a NUL byte cannot be sent to PostgreSQL")
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "'{}'"
+        return "ARRAY[" + ", ".join(literal(v) for v in value) + "]"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
 
 
 async def run_to_end(work: Coroutine[Any, Any, T]) -> T:

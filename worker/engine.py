@@ -8,7 +8,6 @@ right after a NOTIFY, or the fallback poll timer.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import random
@@ -43,6 +42,20 @@ log = logging.getLogger(__name__)
 # Seconds of the shutdown grace kept back for handing unfinished jobs back (a quarter of
 # the grace when that is shorter): the hand-over is one statement, measured at ~0.1 s.
 HANDOVER_RESERVE = 1.0
+
+
+# sitemap_worker_end_and_claim's answer, as COPY text (connections.OneTrip).
+CLAIM_COLUMNS = (
+    ("id", int),
+    ("claimed", connections.copy_bool),
+    ("job_type", str),
+    ("payload", str),
+    ("attempts", int),
+    ("max_attempts", int),
+    ("priority", int),
+    ("parent_id", int),
+    ("waited", float),
+)
 
 
 def _unexpected(exc: BaseException) -> bool:
@@ -266,34 +279,37 @@ class JobLoop:
 
     async def _claim_some(self, n: int) -> list[ClaimedJob]:
         """Up to `n` jobs, counting the slots of the completions written in the same
-        transaction (durable then, as every final status is)."""
+        statement (durable then, as every final status is): one statement, its own implicit
+        transaction, one round trip (sitemap_worker_end_and_claim via connections.OneTrip)."""
         taken = self.outcomes.take_completions()
         written: set[int] = set()
-        stage = "complete"
         try:
-            async with (
-                self.outcomes.claim_statement(taken),
-                connections.pooled_transaction(
-                    self.pool,
-                    self.settings,
-                    durable=bool(taken),
-                    timeout=self.outcomes.write_timeout if taken else None,
-                ) as conn,
-            ):
-                if taken:
-                    written = await self.outcomes.complete_in(conn, taken)
-                stage = "claim"
+            async with self.outcomes.claim_statement(taken):
                 # Jobs still ours (running, or their outcome not yet written) are never
                 # re-claimed by us, even with an expired lease: see migration 0006.
                 ours = [*self.running, *self.outcomes.unwritten()]
-                rows = await conn.fetch(
-                    q("claim_jobs"), self.owner, n, self.settings.lease.total_seconds(), ours
+                limit = (
+                    self.outcomes.write_timeout
+                    if taken
+                    else self.settings.statement_timeout.total_seconds()
+                )
+                claim = connections.OneTrip(self.pool, timeout=limit, columns=CLAIM_COLUMNS)
+                answer = await claim.fetch(
+                    q("end_and_claim"),
+                    self.owner,
+                    [o.job.id for o in taken],
+                    self.outcomes.results_of(taken),
+                    n,
+                    self.settings.lease.total_seconds(),
+                    ours,
                 )
         except BaseException as exc:  # whatever it is, the loop lives on and tries again
             if taken:
                 self.outcomes.give_back(taken)
-                if stage == "complete" and isinstance(exc, asyncpg.PostgresError):
-                    return []  # a completion the database refused: the writer sorts it out
+                if isinstance(exc, asyncpg.PostgresError):
+                    # Maybe a completion the database refused: the writer writes each alone
+                    # and sorts it out; the next claim, without them, says if it was the claim.
+                    return []
             if not isinstance(exc, Exception):
                 raise  # cancelled (a stop's deadline): the completions went back to the writer
             if self._claim_failing_since is None:
@@ -305,6 +321,8 @@ class JobLoop:
                     exc_info=_unexpected(exc),
                 )
             return []
+        rows = [r for r in answer if r["claimed"]]
+        written = {r["id"] for r in answer if not r["claimed"]}
         if taken:
             self.outcomes.report(taken, written)
         self.outcomes.database_answered()
@@ -312,7 +330,19 @@ class JobLoop:
             log.warning("claiming again after %.1f s", time.monotonic() - self._claim_failing_since)
             self._claim_failing_since = None
         self.claimed += len(rows)
-        jobs = [ClaimedJob.from_record(r) for r in rows]
+        jobs = [
+            ClaimedJob(
+                r["id"],
+                r["job_type"],
+                r["payload"],
+                r["attempts"],
+                r["max_attempts"],
+                r["priority"],
+                r["parent_id"],
+                r["waited"],
+            )
+            for r in rows
+        ]
         for job in jobs:
             self.metrics.claimed.labels(job.job_type).inc()
             self.metrics.pickup.observe(job.waited)
@@ -398,12 +428,15 @@ class JobLoop:
                 continue
             began = time.monotonic()  # the leases run from about now, and `ids` is as of now
             try:
-                # Cancelled at exit: a renewal in flight ends first.
-                rows = await connections.pooled_transaction_to_end(
-                    self.pool,
-                    self.settings,
-                    functools.partial(self._renew, ids=ids),
-                    durable=False,
+                # Cancelled at exit: a renewal in flight ends first. One statement, its own
+                # implicit transaction (sitemap_worker_renew commits it asynchronously).
+                alone = connections.Alone(
+                    self.pool, timeout=self.settings.statement_timeout.total_seconds()
+                )
+                rows = await connections.run_to_end(
+                    alone.fetch(
+                        q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds()
+                    )
                 )
             except Exception as exc:  # the heartbeat must outlive any one failure
                 if not failing:
@@ -419,11 +452,6 @@ class JobLoop:
                 if job_id not in alive and running is not None and running.cancel_reason is None:
                     running.cancel_reason = "lost"
                     running.task.cancel()
-
-    async def _renew(self, conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            q("renew_leases"), self.owner, ids, self.settings.lease.total_seconds()
-        )
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ in flight is the exception: its rows are locked by that very statement (a claim 
 locked rows), and a renewal would only queue behind it (`renewable` leaves it out), and
 `write_timeout` ends a write before the lease it started with.
 
-Completions queued when the engine claims go out in the claim's own transaction
-(`take_completions`): the slots they free are refilled in the same commit.
+Completions queued when the engine claims go out in the claim's own statement
+(`take_completions`): the slots they free are refilled in the same commit. Every write here
+is one statement, sent as its own implicit transaction with a client-side time limit
+(connections.Alone).
 """
 
 from __future__ import annotations
@@ -114,14 +116,10 @@ class OutcomeWriter:
     def claim_statement(self, taken: list[Outcome]) -> AbstractAsyncContextManager[None]:
         return self._statement(taken) if taken else nullcontext()
 
-    async def complete_in(self, conn: asyncpg.Connection, taken: list[Outcome]) -> set[int]:
-        rows = await conn.fetch(
-            q("complete_jobs"),
-            self._owner,
-            [o.job.id for o in taken],
-            [_dump(o.result) for o in taken],
-        )
-        return {r["id"] for r in rows}
+    @staticmethod
+    def results_of(taken: list[Outcome]) -> list[str]:
+        """The taken completions' results as the claim statement sends them (json text)."""
+        return [_dump(o.result) for o in taken]
 
     def report(self, taken: list[Outcome], written: set[int]) -> None:
         self._report(taken, written)
@@ -244,13 +242,8 @@ class OutcomeWriter:
         if not chunk:
             return
         try:
-            async with (
-                self._statement(chunk),
-                connections.pooled_transaction(
-                    self._pool, self._settings, timeout=self.write_timeout
-                ) as conn,
-            ):
-                rows = await conn.fetch(
+            async with self._statement(chunk):
+                rows = await self._alone().fetch(
                     q("complete_jobs"),
                     self._owner,
                     [o.job.id for o in chunk],
@@ -278,32 +271,29 @@ class OutcomeWriter:
         self._report(chunk, {r["id"] for r in rows})
 
     async def _release(self, outcomes: list[Outcome]) -> None:
-        async with (
-            self._statement(outcomes),
-            connections.pooled_transaction(
-                self._pool, self._settings, timeout=self.write_timeout
-            ) as conn,
-        ):
-            rows = await conn.fetch(q("release_jobs"), self._owner, [o.job.id for o in outcomes])
+        async with self._statement(outcomes):
+            rows = await self._alone().fetch(
+                q("release_jobs"), self._owner, [o.job.id for o in outcomes]
+            )
         self._report(outcomes, {r["id"] for r in rows})
 
     async def _write_one(self, outcome: Outcome) -> None:
         job = outcome.job
-        async with (
-            self._statement([outcome]),
-            connections.pooled_transaction(
-                self._pool, self._settings, timeout=self.write_timeout
-            ) as conn,
-        ):
+        alone = self._alone()
+        async with self._statement([outcome]):
             if outcome.kind == "retry":
-                done = await conn.fetchval(
+                done = await alone.fetchval(
                     q("retry_job"), job.id, self._owner, outcome.error, outcome.delay
                 )
             elif outcome.kind == "detached":
-                done = await conn.fetchval(q("detach_job"), job.id, self._owner)
+                done = await alone.fetchval(q("detach_job"), job.id, self._owner)
             else:
-                done = await conn.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
+                done = await alone.fetchval(q("fail_job"), job.id, self._owner, outcome.error)
         self._report([outcome], {done} if done is not None else set())
+
+    def _alone(self) -> connections.Alone:
+        """A final write: one statement, its own (durable) transaction, cut at write_timeout."""
+        return connections.Alone(self._pool, timeout=self.write_timeout)
 
     def _settle(self, outcomes: list[Outcome]) -> None:
         """These jobs are no longer held: their slots are free."""
@@ -319,10 +309,14 @@ class OutcomeWriter:
         """The job's end-of-run log line; a guard that touched nothing is said plainly."""
         self.written += len(written)
         self._settle(outcomes)
+        # One row is written once: should two outcomes of one job share a write (the job was
+        # claimed again while an older run of it still ran, after a server crash lost the
+        # first claim), only the first is reported written.
+        unreported = set(written)
         for o in outcomes:
             job = o.job
             extra = {"job_id": job.id, "job_type": job.job_type}
-            if job.id not in written:
+            if job.id not in unreported:
                 log.info(
                     "job %d %s: outcome %s not written (cancelled or taken over)",
                     job.id,
@@ -331,6 +325,7 @@ class OutcomeWriter:
                     extra=extra,
                 )
                 continue
+            unreported.discard(job.id)
             self._count(o)
             if o.kind == "completed":
                 log.info(

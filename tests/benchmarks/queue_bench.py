@@ -614,8 +614,8 @@ async def _pickup_section(
     if negative:
         _say(
             f"{negative} job(s) show a claim before the commit: the commit time is when the producer "
-            "saw its INSERT return, and started_at is now() of the claiming transaction, which "
-            "can have begun before the INSERT committed"
+            "saw its INSERT return, and started_at is the claiming statement's start, which a "
+            "NOTIFY sent at the INSERT's commit can bring before the producer has run again"
         )
     await conn.execute(bq("reset_jobs"))
 

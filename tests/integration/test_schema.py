@@ -353,7 +353,7 @@ async def test_the_claim_fails_a_lost_job_with_no_attempts_left(direct):
         "INSERT INTO jobs (job_type, status, owner, attempts, max_attempts, lease_expires_at)"
         " VALUES ('noop', 'processing', 'dead', 3, 3, now() - interval '1 second') RETURNING id"
     )
-    assert await direct.fetch(q("claim_jobs"), "w1", 5, 60.0, []) == []
+    assert await direct.fetch(q("end_and_claim"), "w1", [], [], 5, 60.0, []) == []
     row = await direct.fetchrow("SELECT status, owner, error FROM jobs WHERE id = $1", lost)
     assert (row["status"], row["owner"]) == ("failed", None)
     assert "lease expired" in row["error"] and "3 of 3" in row["error"]
