@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0016 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0018 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -319,6 +319,8 @@ COMMENT ON COLUMN domains.next_scan_at IS 'when the worker fleet enqueues its ne
 
 CREATE UNIQUE INDEX domains_tenant_domain_key ON domains (tenant_id, domain) NULLS NOT DISTINCT;
 CREATE INDEX domains_due_idx ON domains (next_scan_at) WHERE rescan_interval IS NOT NULL;
+-- The admin's list of every tenant's domains, by name (migration 0018).
+CREATE INDEX domains_name_idx ON domains (domain, id);
 
 -- One row per ended scan of a domain: its history, with what changed against the
 -- previous completed scan.
