@@ -1,6 +1,6 @@
 -- sitemap-worker: the CURRENT schema, in one file, organised for reading.
 --
--- This file is what applying sql/migrations/0001 .. 0016 in order produces: the same
+-- This file is what applying sql/migrations/0001 .. 0017 in order produces: the same
 -- tables, indexes, constraints, functions, triggers and comments. Migrations exist only to
 -- move an existing database from one version to the next; read this file to learn the
 -- schema. tests/integration/test_schema_drift.py builds one database from the migrations
@@ -147,7 +147,9 @@ CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (tenant_id, idempotency_key) NU
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_tenant_idx ON jobs (tenant_id, id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX jobs_tenant_status_idx ON jobs (tenant_id, status, id) WHERE tenant_id IS NOT NULL;
-CREATE INDEX jobs_status_idx ON jobs (status, id);
+-- Not 'processing' (migration 0017): the claim then writes no entry here, and processing
+-- jobs, a few per worker slot, are read through jobs_leases_idx.
+CREATE INDEX jobs_status_idx ON jobs (status, id) WHERE status <> 'processing';
 CREATE INDEX jobs_domain_idx ON jobs ((payload ->> 'domain'), id)
     WHERE job_type = 'sitemap_scan';
 
