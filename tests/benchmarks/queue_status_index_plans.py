@@ -1,11 +1,12 @@
-"""Which index each status-filtered API and dashboard query reads, with jobs_status_idx
+"""Which index each status-filtered API, dashboard and metrics query reads, with jobs_status_idx
 partial (migration 0017: no 'processing' entries) and full (before it), on a big table:
 `python -m tests.benchmarks.queue_status_index_plans [--jobs 1000000]`.
 
 Builds the jobs table of api_bench (1% failed, 0.1% pending, the rest completed, 100
 tenants) in a private PostgreSQL, turns --processing pending rows into processing ones
 (live leases, as running workers hold them), ANALYZEs, and prints for every query and
-status filter the indexes its plan reads and its EXPLAIN ANALYZE time, under both indexes.
+status filter the indexes its plan reads and its EXPLAIN ANALYZE time (the bulk UPDATEs:
+planned only, time 0), under both indexes.
 A row whose plan reads no index (a sequential scan) is marked: that is what must not
 happen on a big table.
 """
@@ -33,6 +34,7 @@ from worker.sql import q
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 FULL = "CREATE INDEX jobs_status_idx ON jobs (status, id)"
+WRITES = {"dash_bulk_cancel", "dash_bulk_retry"}
 PARTIAL = "CREATE INDEX jobs_status_idx ON jobs (status, id) WHERE status <> 'processing'"
 
 
@@ -52,6 +54,7 @@ def cases(top: int) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
     )
     yield "dash page error text", "dash_jobs_page", (None, None, None, None, "404", None, 50)
     yield "dash status counts", "dash_status_counts", (None, 1000)
+    yield "metrics queue depth", "queue_depth", ()
     yield "dash recent failures", "dash_recent_failures", (None, 20)
     yield "dash workers", "dash_workers", (None, 5)
     for moves in (["pending", "processing"], ["failed", "cancelled"]):
@@ -62,6 +65,9 @@ def cases(top: int) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
             "dash_bulk_preview",
             (None, "processing", None, None, None, top, moves),
         )
+    # UPDATEs: planned only (EXPLAIN without ANALYZE), not run.
+    yield "dash bulk cancel (plan)", "dash_bulk_cancel", (None, None, None, None, None, top)
+    yield "dash bulk retry (plan)", "dash_bulk_retry", (None, None, None, None, None, top)
 
 
 def indexes(plan: dict[str, Any]) -> tuple[set[str], bool]:
@@ -82,11 +88,12 @@ def indexes(plan: dict[str, Any]) -> tuple[set[str], bool]:
 async def explain(conn: asyncpg.Connection, top: int) -> dict[str, tuple[str, float]]:
     out: dict[str, tuple[str, float]] = {}
     for label, name, args in cases(top):
-        raw = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {q(name)}", *args)
+        run = "" if name in WRITES else "ANALYZE, "
+        raw = await conn.fetchval(f"EXPLAIN ({run}FORMAT JSON) {q(name)}", *args)
         doc = json.loads(raw)[0]
         names, seq = indexes(doc["Plan"])
         used = ", ".join(sorted(names)) or "-"
-        out[label] = (used + (" + SEQ SCAN" if seq else ""), doc["Execution Time"])
+        out[label] = (used + (" + SEQ SCAN" if seq else ""), doc.get("Execution Time", 0.0))
     return out
 
 
