@@ -147,7 +147,9 @@ CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (tenant_id, idempotency_key) NU
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_tenant_idx ON jobs (tenant_id, id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX jobs_tenant_status_idx ON jobs (tenant_id, status, id) WHERE tenant_id IS NOT NULL;
-CREATE INDEX jobs_status_idx ON jobs (status, id);
+-- Not 'processing' (migration 0017): the claim then writes no entry here, and processing
+-- jobs, a few per worker slot, are read through jobs_leases_idx.
+CREATE INDEX jobs_status_idx ON jobs (status, id) WHERE status <> 'processing';
 CREATE INDEX jobs_domain_idx ON jobs ((payload ->> 'domain'), id)
     WHERE job_type = 'sitemap_scan';
 

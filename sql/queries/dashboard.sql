@@ -110,7 +110,10 @@ SELECT count(*) AS n, max(id) AS upto
    AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
                              AND strpos(lower(error), lower($5)) > 0))
    AND id <= $6
-   AND status = ANY($7::text[]);
+   -- status = ANY($7), split so each arm has an index (jobs_status_idx has no 'processing'
+   -- entries since migration 0017; jobs_leases_idx holds exactly those).
+   AND ((status = ANY($7::text[]) AND status <> 'processing')
+        OR (status = 'processing' AND 'processing' = ANY($7::text[])));
 
 -- name: dash_bulk_cancel :val
 -- Everything matching the filter that is pending or processing -> cancelled, in one
@@ -124,7 +127,7 @@ WITH touched AS (
        AND ($5::text IS NULL OR (status IN ('pending', 'processing', 'failed', 'cancelled')
                                  AND strpos(lower(error), lower($5)) > 0))
        AND id <= $6
-       AND status IN ('pending', 'processing')
+       AND (status = 'pending' OR status = 'processing')  -- one index each (0017)
     RETURNING 1)
 SELECT count(*) FROM touched;
 

@@ -9,7 +9,8 @@ and a clock read from outside, on one private server, each contender in its own 
   (ours: jobs.started_at, the claiming statement's time; PgQueuer: its pgqueuer_log
   'picked' row) minus the client's time.time() right after the INSERT returned.
 
-Contenders: `sitemap-worker run --concurrency 10` (this checkout), optionally the same from
+Contenders: `sitemap-worker run --concurrency 10` (this checkout; with `--log-level WARNING`
+also the same without its INFO lines), optionally the same from
 another source tree (`--before DIR`, e.g. `git archive <commit> | tar -x -C DIR`, migrated
 with its own migrations), and PgQueuer 1.6.0 with its defaults (one QueueManager, batch
 10, no task cap) in a process of its own (pgqueuer_noop_worker.py). Rounds are interleaved
@@ -30,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -70,7 +71,14 @@ class Process:
         self.argv, self.env, self.cwd, self.log = argv, env, cwd, log
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, ready_marker: str, timeout: float = 30.0) -> None:
+    async def start(
+        self,
+        ready_marker: str,
+        timeout: float = 30.0,
+        listening: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Ready when the marker is in its log or, for a worker that logs no INFO line,
+        when `listening` (its LISTEN seen by the server) says so."""
         with self.log.open("wb") as sink:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -87,7 +95,8 @@ class Process:
             return ready_marker in self.log.read_text(errors="replace")
 
         deadline = time.monotonic() + timeout
-        while not ready():
+        while not (await listening() if listening else ready()):
+            ready()  # raises if the process exited
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.argv} not ready:\n{self.log.read_text()[-3000:]}")
             await asyncio.sleep(0.05)
@@ -114,17 +123,22 @@ class Contender:
 
 
 class Ours(Contender):
-    def __init__(self, name: str, database: str, tree: Path) -> None:
+    def __init__(self, name: str, database: str, tree: Path, log_level: str | None = None) -> None:
         super().__init__(name, database)
-        self.tree = tree
+        self.tree, self.log_level = tree, log_level
 
     def _env(self, dsn: str) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "PG"))}
-        return keep | {
-            "PYTHONPATH": str(self.tree),
-            "DATABASE_URL": dsn,
-            "LISTEN_DATABASE_URL": dsn,
-        }
+        level = {"WORKER_LOG_LEVEL": self.log_level} if self.log_level else {}
+        return (
+            keep
+            | level
+            | {
+                "PYTHONPATH": str(self.tree),
+                "DATABASE_URL": dsn,
+                "LISTEN_DATABASE_URL": dsn,
+            }
+        )
 
     async def setup(self, dsn: str, control: asyncpg.Connection) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -138,6 +152,10 @@ class Ours(Contender):
         return Process([*argv, "--no-migrate"], self._env(dsn), self.tree, log)
 
     ready_marker = " ready: "
+    listening_sql = (
+        "SELECT count(*) > 0 FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+    )
     reset = "TRUNCATE jobs CASCADE"
     vacuum = "VACUUM ANALYZE jobs"
     bulk = "INSERT INTO jobs (job_type, payload) SELECT 'noop', '{}' FROM generate_series(1, $1)"
@@ -177,13 +195,26 @@ class PgQueuer(Contender):
     )
 
 
+def listening_check(
+    c: Ours | PgQueuer, control: asyncpg.Connection
+) -> Callable[[], Awaitable[bool]] | None:
+    """A quiet worker (WORKER_LOG_LEVEL above INFO) logs no ready line: wait for its LISTEN."""
+    if not isinstance(c, Ours) or not c.log_level:
+        return None
+
+    async def check() -> bool:
+        return bool(await control.fetchval(c.listening_sql))
+
+    return check
+
+
 async def drain(
     c: Ours | PgQueuer, dsn: str, control: asyncpg.Connection, jobs: int, log: Path
 ) -> float:
     await control.execute(c.reset)
     await control.execute(c.vacuum)
     worker = c.worker(dsn, log)
-    await worker.start(c.ready_marker)
+    await worker.start(c.ready_marker, listening=listening_check(c, control))
     try:
         await control.execute(c.bulk, jobs)
         committed = time.perf_counter()
@@ -204,7 +235,7 @@ async def latency(
     await control.execute(c.vacuum)
     producer = await asyncpg.connect(dsn, statement_cache_size=0)
     worker = c.worker(dsn, log)
-    await worker.start(c.ready_marker)
+    await worker.start(c.ready_marker, listening=listening_check(c, control))
     try:
         stamped = await bench.paced_inserts(lambda: producer.fetchval(c.one), count, settle=0)
         ids = [i for i, _ in stamped]
@@ -226,6 +257,9 @@ async def main(args: argparse.Namespace) -> int:
     if args.before:
         contenders.append(Ours("sitemap-worker, before", "issue_ours_before", Path(args.before)))
     contenders.append(Ours("sitemap-worker, this checkout", "issue_ours", ROOT))
+    if args.log_level:
+        name = f"sitemap-worker, this checkout, WORKER_LOG_LEVEL={args.log_level}"
+        contenders.append(Ours(name, "issue_ours_quiet", ROOT, args.log_level))
     contenders.append(PgQueuer("PgQueuer 1.6.0, defaults", "issue_pgqueuer"))
     logs = Path(tempfile.mkdtemp(prefix="queue-issue-logs-"))
     async with server() as base:
@@ -301,6 +335,11 @@ def report(contenders: list[Ours | PgQueuer]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", help="another source tree of sitemap-worker to compare")
+    parser.add_argument(
+        "--log-level",
+        choices=("WARNING", "ERROR"),
+        help="also run this checkout with WORKER_LOG_LEVEL set (what the INFO lines cost)",
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
