@@ -16,7 +16,7 @@ from types import ModuleType
 import asyncpg
 from pydantic import ValidationError
 
-from . import connections
+from . import connections, loop_errors
 from .cli_args import build_parser, check_combinations
 from .cli_db import prepare
 from .cli_errors import KNOWN_ERRORS, CliError, one_line
@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            loop_errors.install(runner.get_loop())
             return runner.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
