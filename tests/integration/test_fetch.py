@@ -282,6 +282,43 @@ async def test_read_timeout_before_headers_is_retried(site: Site) -> None:
     assert result.attempts == 2 and site.hits["/slow"] == 2
 
 
+async def test_silence_while_the_sink_holds_the_body_is_not_a_read_timeout(site: Site) -> None:
+    """The read limit counts only our wait for bytes: the server may pause while the sink is
+    busy (a slow database downstream) for longer than read_timeout, and the file is whole.
+    aiohttp's own sock_read timer counted that pause and cut the file."""
+    body = b"<urlset>" + b"x" * 1000 + b"</urlset>"
+    release = site.add_split("/paused.xml", body, at=100)
+    chunks: list[bytes] = []
+
+    async def busy_sink(chunk: bytes) -> None:
+        if not chunks:
+            # Elapsed time is the point: the server stays silent for 3x read_timeout while
+            # the sink holds its first piece, and sends the rest once the sink is done.
+            await asyncio.sleep(0.6)
+            release.set()
+        chunks.append(chunk)
+
+    async with Fetcher(limits(read_timeout=0.2)) as f:
+        result = await f.fetch(site.url("/paused.xml"), busy_sink)
+    assert result.error is None and not result.truncated
+    assert b"".join(chunks) == body
+
+
+async def test_silence_mid_body_is_a_read_timeout(site: Site) -> None:
+    """The same pause with the fetcher waiting on the server: cut, with the reason."""
+    body = b"<urlset>" + b"x" * 1000 + b"</urlset>"
+    release = site.add_split("/stalled.xml", body, at=100)
+    sink = Collect()
+    try:
+        async with Fetcher(limits(read_timeout=0.2)) as f:
+            result = await f.fetch(site.url("/stalled.xml"), sink)
+    finally:
+        release.set()
+    assert result.error == "no data for 0.2 s" and result.transient
+    assert result.truncated and result.attempts == 1  # bytes reached the sink: not re-fed
+    assert sink.data == body[:100]
+
+
 async def test_closed_port_is_an_error_result(fetcher: Fetcher) -> None:
     port = free_port()
     result = await fetcher.fetch(f"http://127.0.0.1:{port}/sitemap.xml", Collect())

@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -228,9 +228,10 @@ class Fetcher:
             self._resolver = GuardedResolver(self.guard)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(resolver=self._resolver, limit=100),
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=lim.connect_timeout, sock_read=lim.read_timeout
-                ),
+                # No sock_read: aiohttp's read timer can run while the body waits unread in
+                # its buffer (a sink held by a slow database; seen on aiohttp 3.10), so the
+                # silence limit is ours, counted only while we wait for bytes (_quiet).
+                timeout=aiohttp.ClientTimeout(sock_connect=lim.connect_timeout, sock_read=None),
                 headers={"User-Agent": lim.user_agent, "Accept-Encoding": "gzip"},
                 auto_decompress=False,  # the parser finds gzip by magic bytes, layers and all
                 cookie_jar=aiohttp.DummyCookieJar(),  # no state leaking between sites/jobs
@@ -338,7 +339,10 @@ class Fetcher:
                     deadline.reschedule(
                         asyncio.get_running_loop().time() + self.limits.total_timeout
                     )
-                async with session.get(url, allow_redirects=False, headers=call.headers) as resp:
+                request = session.get(url, allow_redirects=False, headers=call.headers)
+                async with AsyncExitStack() as response:
+                    async with self._quiet():
+                        resp = await response.enter_async_context(request)
                     result.status = resp.status
                     if resp.status in REDIRECT_STATUSES:
                         url = self._next_hop(resp, url, result)
@@ -400,7 +404,11 @@ class Fetcher:
         self, resp: aiohttp.ClientResponse, result: FetchResult, sink: Sink, cap: int
     ) -> None:
         """Copy the body into the sink in chunks, stopping at `cap` bytes."""
-        while chunk := await resp.content.read(self.limits.chunk_size):
+        while True:
+            async with self._quiet():
+                chunk = await resp.content.read(self.limits.chunk_size)
+            if not chunk:
+                return
             over = len(chunk) > cap - result.bytes_read
             chunk = chunk[: cap - result.bytes_read]
             result.bytes_read += len(chunk)
@@ -413,6 +421,22 @@ class Fetcher:
                 continue
             resp.close()  # drop the connection rather than drain the rest
             return
+
+    @asynccontextmanager
+    async def _quiet(self) -> AsyncIterator[None]:
+        """The read limit: at most `read_timeout` seconds waiting for the server's next bytes
+        (the response head, or the next piece of body). Only that wait counts: time the
+        sink spends, or data lying unread in the buffer, is not the server being silent."""
+        silence = asyncio.timeout(self.limits.read_timeout)
+        try:
+            async with silence:
+                yield
+        except TimeoutError as exc:
+            if silence.expired():
+                raise aiohttp.ServerTimeoutError(
+                    f"no data for {self.limits.read_timeout:g} s"
+                ) from exc
+            raise
 
     @asynccontextmanager
     async def _host_slot(self, host: str) -> AsyncIterator[None]:
