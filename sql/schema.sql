@@ -406,6 +406,7 @@ DECLARE
     ts timestamptz := statement_timestamp();
     picked bigint[];
     taken_over integer;
+    claimed_rows jobs[];
     change record;
 BEGIN
     PERFORM sitemap_worker_fail_lost(p_owner, p_running, ts);
@@ -434,7 +435,6 @@ BEGIN
     -- as jobs_touch would, so that trigger is skipped, and the status notifications are
     -- sent below instead of by jobs_notify_status (migration 0015).
     PERFORM set_config('sitemap_worker.status_notified', 'on', true);
-    RETURN QUERY
     WITH claimed AS (
         UPDATE jobs j
            SET status = CASE WHEN j.attempts < 10000 THEN 'processing' ELSE 'failed' END,
@@ -448,25 +448,27 @@ BEGIN
                lease_expires_at = CASE WHEN j.attempts < 10000
                                        THEN ts + make_interval(secs => p_lease_seconds) END
          WHERE j.id = ANY(picked)
-        RETURNING j.id, j.job_type, j.payload, j.attempts, j.max_attempts, j.priority,
-                  j.parent_id, j.status, greatest(j.created_at, j.run_at) AS runnable
+        RETURNING j AS claimed_row
     )
-    SELECT c.id, c.job_type, c.payload::text, c.attempts, c.max_attempts, c.priority,
-           c.parent_id,
-           CASE WHEN isfinite(c.runnable)
-                THEN greatest(extract(epoch FROM ts - c.runnable)::float8, 0) ELSE 0 END
-      FROM claimed c
-     WHERE c.status = 'processing';
+    SELECT array_agg(c.claimed_row) INTO claimed_rows FROM claimed c;
     PERFORM set_config('sitemap_worker.status_notified', '', true);
+    -- Taken-over jobs were processing already: only those that failed here changed status.
     FOR change IN
-        SELECT x.status, array_agg(x.id ORDER BY x.id) AS ids
-          FROM jobs x
-         WHERE x.id = ANY(picked[taken_over + 1 :])
-            OR (x.id = ANY(picked[: taken_over]) AND x.status = 'failed')
-         GROUP BY x.status
+        SELECT u.status, array_agg(u.id ORDER BY u.id) AS ids
+          FROM unnest(claimed_rows) AS u
+         WHERE u.id <> ALL(picked[: taken_over]) OR u.status = 'failed'
+         GROUP BY u.status
     LOOP
         PERFORM sitemap_worker_notify_status(change.status, change.ids);
     END LOOP;
+    RETURN QUERY
+    SELECT u.id, u.job_type, u.payload::text, u.attempts, u.max_attempts, u.priority,
+           u.parent_id,
+           CASE WHEN isfinite(greatest(u.created_at, u.run_at))
+                THEN greatest(extract(epoch FROM ts - greatest(u.created_at, u.run_at))::float8, 0)
+                ELSE 0 END
+      FROM unnest(claimed_rows) AS u
+     WHERE u.status = 'processing';
 END $$;
 
 -- processing -> failed: a job whose worker was lost (lease expired, or no lease at all)

@@ -125,3 +125,49 @@ async def test_the_claim_and_the_completion_announce_their_status_changes(
     await direct.execute("UPDATE jobs SET status = 'cancelled' WHERE id = $1", ids[2])
     assert await asyncio.wait_for(heard.get(), 5) == {"status": "cancelled", "ids": [ids[2]]}
     assert heard.empty()
+
+
+async def test_the_claim_announces_what_changed_status_and_nothing_else(
+    pool: asyncpg.Pool, direct: asyncpg.Connection
+) -> None:
+    """From the rows its UPDATE returned (migration 0019): a pending job claimed is
+    announced `processing`, one at the attempts limit `failed` (and not returned), and a
+    processing job taken over from a dead worker, whose status does not change, not at all."""
+    import asyncio
+
+    heard: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    await direct.add_listener(
+        "sitemap_worker_status", lambda *args: heard.put_nowait(json.loads(args[-1]))
+    )
+    fresh = await direct.fetchval("INSERT INTO jobs (job_type) VALUES ('noop') RETURNING id")
+    at_limit = await direct.fetchval(
+        "INSERT INTO jobs (job_type, attempts) VALUES ('noop', 10000) RETURNING id"
+    )
+    orphan = await direct.fetchval(
+        "INSERT INTO jobs (job_type, status, owner, attempts, lease_expires_at)"
+        " VALUES ('noop', 'processing', 'dead', 1, now() - interval '1 minute') RETURNING id"
+    )
+    from worker.engine import CLAIM_COLUMNS
+
+    trip = connections.OneTrip(pool, timeout=10, columns=CLAIM_COLUMNS)
+    answer = await trip.fetch(q("end_and_claim"), "w1", [], [], 3, 30.0, [])
+    assert {r["id"] for r in answer if r["claimed"]} == {fresh, orphan}
+    said = [await asyncio.wait_for(heard.get(), 5) for _ in range(2)]
+    assert sorted(said, key=lambda n: str(n["status"])) == [
+        {"status": "failed", "ids": [at_limit]},
+        {"status": "processing", "ids": [fresh]},
+    ]
+    # A later notification, from another session, arrives after anything the claim sent.
+    await direct.execute('NOTIFY sitemap_worker_status, \'{"status": "end"}\'')
+    assert await asyncio.wait_for(heard.get(), 5) == {"status": "end"}
+    rows = {
+        r["id"]: r
+        for r in await direct.fetch("SELECT id, status, owner, attempts, error FROM jobs")
+    }
+    assert (rows[orphan]["status"], rows[orphan]["owner"], rows[orphan]["attempts"]) == (
+        "processing",
+        "w1",
+        2,
+    )
+    assert rows[at_limit]["status"] == "failed"
+    assert "attempts reached the limit of 10000" in rows[at_limit]["error"]
