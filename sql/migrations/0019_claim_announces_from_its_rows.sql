@@ -79,9 +79,9 @@ BEGIN
     RETURN QUERY
     SELECT u.id, u.job_type, u.payload::text, u.attempts, u.max_attempts, u.priority,
            u.parent_id,
-           CASE WHEN isfinite(greatest(u.created_at, u.run_at))
-                THEN greatest(extract(epoch FROM ts - greatest(u.created_at, u.run_at))::float8, 0)
-                ELSE 0 END
+           CASE WHEN isfinite(r.runnable)
+                THEN greatest(extract(epoch FROM ts - r.runnable)::float8, 0) ELSE 0 END
       FROM unnest(claimed_rows) AS u
+     CROSS JOIN LATERAL (SELECT greatest(u.created_at, u.run_at) AS runnable) AS r
      WHERE u.status = 'processing';
 END $$;

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks.queue_floor import migrate_tree, refill, run_burst  # noqa: E402
-from tests.benchmarks.queue_issue_method import with_database  # noqa: E402
+from tests.benchmarks.queue_issue_method import server, with_database  # noqa: E402
 from worker.embedded_pg import EmbeddedPostgres  # noqa: E402
 from worker.report import table  # noqa: E402
 
@@ -56,11 +54,7 @@ class StatementsPostgres(EmbeddedPostgres):
 
 async def main(args: argparse.Namespace) -> int:
     tree = Path(args.tree).resolve() if args.tree else ROOT
-    tmp = Path(tempfile.mkdtemp(prefix="claim-statements-"))
-    tmp.chmod(0o755)  # as root the server runs as an unprivileged account
-    pg = StatementsPostgres(tmp / "data", tcp=True)
-    try:
-        dsn = await asyncio.to_thread(pg.start)
+    async with server(StatementsPostgres) as dsn:
         admin = await asyncpg.connect(dsn)
         await admin.execute("CREATE DATABASE claim_statements")
         await admin.close()
@@ -76,13 +70,9 @@ async def main(args: argparse.Namespace) -> int:
             began = time.perf_counter()
             await run_burst(db, tree)
             took = time.perf_counter() - began
-            claims = args.jobs // 10
-            rows = await conn.fetch(STATEMENTS, claims)
+            rows = await conn.fetch(STATEMENTS, args.jobs // 10)  # at least once per claim
         finally:
             await conn.close()
-    finally:
-        await asyncio.to_thread(pg.stop)
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.jobs:,} jobs drained by {tree} in {took:.2f} s (start-up included)")
     print(
         table(

@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -41,6 +42,9 @@ import asyncpg
 from tests.benchmarks import queue_bench as bench
 from tests.benchmarks.statements import bq
 from worker.report import table
+
+if TYPE_CHECKING:
+    from worker.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 10
@@ -51,12 +55,14 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def server() -> AsyncIterator[str]:
+async def server(kind: type[EmbeddedPostgres] | None = None) -> AsyncIterator[str]:
+    """A private server (fsync on) over TCP in a temporary directory; `kind` may be a
+    subclass with settings of its own."""
     from worker.embedded_pg import EmbeddedPostgres
 
     tmp = Path(tempfile.mkdtemp(prefix="queue-issue-method-"))
     tmp.chmod(0o755)  # as root the server runs as an unprivileged account
-    pg = EmbeddedPostgres(tmp / "data", tcp=True)
+    pg = (kind or EmbeddedPostgres)(tmp / "data", tcp=True)
     try:
         yield await asyncio.to_thread(pg.start)
     finally:
